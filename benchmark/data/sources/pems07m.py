@@ -1,0 +1,141 @@
+"""PeMSD7(M): 228 Caltrans District 7 stations, speed (mph) every 5 minutes, 44 weekdays of 2012.
+
+Raw format (OpenCity packaging of the STGCN dataset, Yu et al., IJCAI 2018): ``PEMS07M.zip``
+holding ``PEMS07M/PEMS07M.npz`` (key ``data``, float64 ``[12672, 228]``) and
+``PEMS07M/PEMS07M_rn_adj.npy`` (float64 ``[228, 228]``, symmetric). Despite its name and the
+PROVENANCE note ("binary"), that matrix is *weighted*: off-diagonal weights lie in [0.5, 1] and the
+diagonal is 1. It is STGCN's thresholded Gaussian kernel (Eq. 10, sigma^2 = 10, epsilon = 0.5)
+on the original STGCN distances plus self-loops: its weights correlate at 0.994 with the kernel
+recomputed here from the station coordinates. Both are read from the zip in memory (no extraction).
+``PeMSD7_M_Station_Info.csv`` (STGCN repository) lists the stations in the same order: ID, Fwy,
+Dir, District, Latitude, Longitude.
+
+Calendar: the 12672 steps are 44 days x 288, namely the weekdays (Mon-Fri, holidays included) of
+May and June 2012; weekends are absent. :class:`STData` requires a regular time axis, so the
+timestamps here are a *synthetic* consecutive-day index from 2012-05-01 (day k of the data is
+labelled 2012-05-01 + k days). Time of day is correct; day of week derived from these timestamps
+is NOT meaningful. The real date of day k is ``extra["true_dates"][k]`` (step s lies on
+``true_dates[s // 288]``). Note that consecutive data days are often not consecutive calendar
+days (Friday is followed by Monday).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..geo import gaussian_kernel_adjacency, haversine_km
+from ..stdata import DataError, STData
+from ._common import check_choice, load_npy, load_npz_key, read_csv, regular_timestamps, require
+
+ZIP_FILE = "PEMS07M.zip"
+STATION_FILE = "PeMSD7_M_Station_Info.csv"
+NPZ_MEMBER = "PEMS07M/PEMS07M.npz"
+ADJ_MEMBER = "PEMS07M/PEMS07M_rn_adj.npy"
+NUM_NODES = 228
+STEPS_PER_DAY = 288
+NUM_DAYS = 44
+INDEX_START = "2012-05-01T00:00"
+# Interstates vs California state routes among the freeways in the station table.
+_ROUTE_PREFIX = {5: "I", 10: "I", 105: "I", 110: "I", 405: "I", 605: "I", 710: "I",
+                 60: "SR", 91: "SR"}
+
+
+def true_dates() -> np.ndarray:
+    """The 44 weekdays of May-June 2012, ``datetime64[D]``."""
+    days = np.arange(np.datetime64("2012-05-01"), np.datetime64("2012-07-01"))
+    return days[np.is_busday(days)]
+
+
+def _read_zip_member(zf: zipfile.ZipFile, member: str, label: str) -> io.BytesIO:
+    try:
+        return io.BytesIO(zf.read(member))
+    except KeyError as e:
+        raise DataError(f"{label}: member {member!r} not found (members: {zf.namelist()})") from e
+
+
+def _stations(path: Path) -> pd.DataFrame:
+    df = read_csv(path)
+    missing = {"ID", "Fwy", "Dir", "Latitude", "Longitude"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path}: missing columns {sorted(missing)}")
+    if len(df) != NUM_NODES:
+        raise DataError(f"{path}: expected {NUM_NODES} stations, got {len(df)}")
+    names = [f"{_ROUTE_PREFIX.get(int(f), 'Fwy ')}{int(f)}-{d} station {int(i)}"
+             for i, f, d in zip(df["ID"], df["Fwy"], df["Dir"], strict=True)]
+    out = pd.DataFrame({"name": names, "station_id": df["ID"].astype(int),
+                        "fwy": df["Fwy"].astype(int), "dir": df["Dir"].astype(str),
+                        "latitude": df["Latitude"].astype(float),
+                        "longitude": df["Longitude"].astype(float)})
+    if "District" in df.columns:
+        out["district"] = df["District"].astype(int)
+    return out
+
+
+def load_pems07m(root: Path, adjacency: str = "zip", sigma2: float = 10.0,
+                 epsilon: float = 0.5) -> STData:
+    """Load ``pems07m``.
+
+    Args:
+        root: directory holding the dataset's files.
+        adjacency: "zip" (default: the zip's weighted matrix as shipped, STGCN Eq. 10 weights on
+            the original distances, diagonal 1), "binary" (its support: 1 where that matrix is
+            non-zero, self-loops included) or "gaussian" (STGCN Eq. 10 recomputed on great-circle
+            distances in km between station coordinates, zero diagonal).
+        sigma2, epsilon: Gaussian-kernel parameters for "gaussian" (km^2, threshold); STGCN uses
+            10 and 0.5.
+
+    Returns:
+        STData with values float32 ``[12672, 228, 1]``, channels ["speed"]; see the module
+        docstring for the synthetic time index and ``extra["true_dates"]``.
+    """
+    check_choice("adjacency", adjacency, ("zip", "binary", "gaussian"))
+    zpath = require(root / ZIP_FILE)
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            speed = load_npz_key(_read_zip_member(zf, NPZ_MEMBER, str(zpath)), "data",
+                                 f"{zpath}:{NPZ_MEMBER}")
+            rn_adj = None
+            if adjacency != "gaussian":
+                rn_adj = load_npy(_read_zip_member(zf, ADJ_MEMBER, str(zpath)),
+                                  f"{zpath}:{ADJ_MEMBER}")
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{zpath}: not a valid zip file: {e}") from e
+    if speed.shape != (NUM_DAYS * STEPS_PER_DAY, NUM_NODES):
+        raise DataError(f"{zpath}:{NPZ_MEMBER}: expected shape "
+                        f"({NUM_DAYS * STEPS_PER_DAY}, {NUM_NODES}), got {speed.shape}")
+    nodes = _stations(root / STATION_FILE)
+    if rn_adj is not None:
+        if rn_adj.shape != (NUM_NODES, NUM_NODES):
+            raise DataError(f"{zpath}:{ADJ_MEMBER}: expected ({NUM_NODES}, {NUM_NODES}), "
+                            f"got {rn_adj.shape}")
+        if adjacency == "zip":
+            adj = rn_adj.astype(np.float32)
+            kind = (f"weighted, STGCN Eq. 10 on the original distances, diagonal 1 "
+                    f"({ZIP_FILE}:{ADJ_MEMBER})")
+        else:
+            adj = (rn_adj != 0).astype(np.float32)
+            kind = f"binary support of {ZIP_FILE}:{ADJ_MEMBER}, self-loops included"
+    else:
+        dist = haversine_km(nodes["latitude"].to_numpy(), nodes["longitude"].to_numpy())
+        adj = gaussian_kernel_adjacency(dist, sigma2=sigma2, epsilon=epsilon)
+        kind = (f"Gaussian kernel (STGCN Eq. 10, sigma^2={sigma2} km^2, epsilon={epsilon}) on "
+                f"great-circle distances from {STATION_FILE}")
+    return STData(
+        name="pems07m",
+        values=speed.astype(np.float32)[:, :, None],
+        timestamps=regular_timestamps(INDEX_START, speed.shape[0], 5),
+        adjacency=adj,
+        nodes=nodes,
+        channels=["speed"],
+        steps_per_day=STEPS_PER_DAY,
+        source=str(root),
+        extra={"adjacency_kind": kind, "true_dates": true_dates(),
+               "calendar_note": "timestamps are a synthetic consecutive-day index from "
+                                "2012-05-01; the real weekday of data day k is true_dates[k]; "
+                                "day-of-week features are not meaningful"},
+    )
