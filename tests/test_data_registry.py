@@ -19,6 +19,7 @@ from benchmark.data.geo import gaussian_kernel_adjacency, haversine_km
 from benchmark.data.registry import (
     DatasetSpec,
     FileSpec,
+    dataset_ids,
     dataset_info,
     fetch,
     get_dataset_spec,
@@ -331,7 +332,8 @@ def test_sha_cache_keyed_by_size_and_mtime(tmp_path):
 
 
 def test_registry_contents_and_errors():
-    ids = list_datasets()
+    ids = dataset_ids()
+    assert [s.id for s in list_datasets()] == ids
     for i in ("nyc_taxi_manhattan", "nyc_bike_manhattan", "nyc_taxi_grid", "pems07m",
               "metr_la_week", "synthetic", "custom"):
         assert i in ids

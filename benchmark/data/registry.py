@@ -332,7 +332,12 @@ register_dataset(DatasetSpec(
 
 
 # --- public API ----------------------------------------------------------------------------
-def list_datasets() -> list[str]:
+def list_datasets() -> list[DatasetSpec]:
+    """Registered dataset specs, in registration order (``spec.id``, ``spec.description``...)."""
+    return list(_SPECS.values())
+
+
+def dataset_ids() -> list[str]:
     """Registered dataset ids, in registration order."""
     return list(_SPECS)
 
@@ -341,7 +346,7 @@ def get_dataset_spec(dataset_id: str) -> DatasetSpec:
     try:
         return _SPECS[dataset_id]
     except KeyError:
-        raise DataError(f"unknown dataset {dataset_id!r}; known: {list_datasets()}") from None
+        raise DataError(f"unknown dataset {dataset_id!r}; known: {dataset_ids()}") from None
 
 
 def default_protocol(dataset_id: str, data: STData | None = None) -> Protocol:
