@@ -92,6 +92,7 @@ class ModelSpec:
     description: str
     needs_adjacency: bool = False
     tags: tuple[str, ...] = ()
+    objective_factory: Callable | None = None
 
     def accepted_args(self) -> set[str] | None:
         """Names the factory accepts, or None when it takes ``**kwargs``."""
@@ -109,15 +110,19 @@ MODEL_MODULES = ["benchmark.simple_models", "baselines", "flowdistill"]
 
 def register_model(name: str, *, citation: str = "", description: str = "",
                    needs_adjacency: bool = False, tags: tuple[str, ...] = (),
-                   **defaults) -> Callable:
-    """Decorator registering a model factory under ``name`` with default hyperparameters."""
+                   objective_factory: Callable | None = None, **defaults) -> Callable:
+    """Decorator registering a model factory under ``name`` with default hyperparameters.
+
+    ``objective_factory(teacher_path: str | None, **overrides) -> Objective`` names the training
+    objective the model needs (e.g. distillation); None means the plain supervised objective.
+    """
 
     def deco(factory: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _REGISTRY[name] = ModelSpec(name, factory, dict(defaults), citation, doc,
-                                    needs_adjacency, tags)
+                                    needs_adjacency, tags, objective_factory)
         return factory
 
     return deco

@@ -25,7 +25,7 @@ class Protocol:
         train_fraction: share of the training windows a model may see.
         fraction_mode: "recent" (the most recent contiguous windows) or "random" (seeded subset).
         fraction_seed: seed for the "random" mode.
-        report_horizons: 1-based horizons reported separately.
+        report_horizons: 1-based horizons reported separately (those > horizon are skipped).
     """
 
     input_len: int = 12
@@ -46,18 +46,21 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.input_len < 1 or self.horizon < 1:
-            raise ValueError(f"input_len and horizon must be >= 1, got {self.input_len}, {self.horizon}")
+            raise ValueError("input_len and horizon must be >= 1, "
+                             f"got {self.input_len}, {self.horizon}")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.fraction_mode not in ("recent", "random"):
-            raise ValueError(f"fraction_mode must be 'recent' or 'random', got {self.fraction_mode!r}")
+            raise ValueError("fraction_mode must be 'recent' or 'random', "
+                             f"got {self.fraction_mode!r}")
         if self.scaler not in ("standard", "minmax", "none"):
             raise ValueError(f"scaler must be standard|minmax|none, got {self.scaler!r}")
         if self.split_steps is None:
             if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1.0) > 1e-6:
-                raise ValueError(f"split_ratios must be three numbers summing to 1, got {self.split_ratios}")
-        if any(h < 1 or h > self.horizon for h in self.report_horizons):
-            raise ValueError(f"report_horizons {self.report_horizons} outside 1..{self.horizon}")
+                raise ValueError("split_ratios must be three numbers summing to 1, "
+                                 f"got {self.split_ratios}")
+        if any(h < 1 for h in self.report_horizons):
+            raise ValueError(f"report_horizons {self.report_horizons} must be 1-based")
 
     def with_(self, **changes) -> Protocol:
         return replace(self, **changes)
@@ -68,7 +71,8 @@ class Protocol:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def evaluation_dict(self) -> dict:
-        """The fields that define the validation/test windows and metrics (not the training subset)."""
+        """The fields that define the validation/test windows and metrics (not the training
+        subset)."""
         d = self.to_dict()
         for k in ("train_fraction", "fraction_mode", "fraction_seed"):
             d.pop(k)

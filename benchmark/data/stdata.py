@@ -95,7 +95,8 @@ def validate_stdata(data: STData, allow_nan: bool = False) -> None:
         raise DataError(f"{src}: values must be float32, got {v.dtype}")
     if not allow_nan and not np.isfinite(v).all():
         bad = int((~np.isfinite(v)).sum())
-        raise DataError(f"{src}: values contain {bad} NaN/inf entries and no null value is declared")
+        raise DataError(f"{src}: values contain {bad} NaN/inf entries and no null value "
+                        "is declared")
     t = data.timestamps
     if len(t) != v.shape[0]:
         raise DataError(f"{src}: {len(t)} timestamps for {v.shape[0]} steps")

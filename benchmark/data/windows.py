@@ -125,7 +125,8 @@ def prepare(data: STData, protocol: Protocol, dataset_id: str | None = None) -> 
     if protocol.time_range is not None:
         a, b = protocol.time_range
         if not 0 <= a < b <= data.num_steps:
-            raise DataError(f"{data.source}: time_range {protocol.time_range} outside 0..{data.num_steps}")
+            raise DataError(f"{data.source}: time_range {protocol.time_range} outside "
+                            f"0..{data.num_steps}")
         data = data.slice_time(a, b)
     if protocol.channels is not None:
         data = data.select_channels(list(protocol.channels))

@@ -1,0 +1,195 @@
+"""Command line: ``flowdistill data|models|train|results|...``.
+
+Each subcommand maps its flags onto the dataclass configs of the library; nothing here holds
+logic of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .trainer import TrainConfig
+
+
+def parse_assignments(items: list[str] | None) -> dict:
+    """``["a=1", "b=[1,2]", "c=gaussian"]`` -> ``{"a": 1, "b": [1, 2], "c": "gaussian"}``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import registry
+
+    if args.action == "list":
+        for spec in registry.list_datasets():
+            print(f"{spec.id:22s} {spec.description}")
+        return 0
+    ids = args.ids or [s.id for s in registry.list_datasets() if s.files]
+    if args.action == "info":
+        for i in ids:
+            print(json.dumps(registry.dataset_info(i), indent=1, default=str))
+        return 0
+    if args.action == "verify":
+        bad = 0
+        for i in ids:
+            for row in registry.verify(i):
+                name, ok = row[0], row[1]
+                print(f"{'OK ' if ok else 'BAD'} {i}/{name}" + ("" if ok else
+                      f"  expected {row[2]}  got {row[3]}"))
+                bad += not ok
+        return 1 if bad else 0
+    if args.action == "fetch":
+        for i in ids:
+            path = registry.fetch(i)
+            print(f"{i}: {path}")
+        return 0
+    raise SystemExit(f"unknown data action {args.action}")
+
+
+# --------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import registry
+
+    for name, spec in registry().items():
+        tags = f" [{', '.join(spec.tags)}]" if spec.tags else ""
+        print(f"{name:24s} {spec.description}{tags}")
+        if args.verbose:
+            print(f"{'':24s} cite: {spec.citation}")
+            print(f"{'':24s} defaults: {spec.defaults}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered model name (see `flowdistill models`)")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="dataset loader option, e.g. adjacency=gaussian")
+    p.add_argument("--protocol", action="append", metavar="KEY=VALUE",
+                   help="protocol override, e.g. horizon=9")
+    p.add_argument("--fraction", type=float, default=1.0, help="training-data fraction")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyperparameter")
+    p.add_argument("--train", action="append", metavar="KEY=VALUE",
+                   help=f"trainer setting ({', '.join(TrainConfig.__dataclass_fields__)})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", help="soft-label store directory (distillation models)")
+    p.add_argument("--objective", action="append", metavar="KEY=VALUE")
+    p.add_argument("--tag", default="")
+    p.add_argument("--records", type=Path, help="record directory (default results/records)")
+    p.add_argument("--no-efficiency", action="store_true")
+
+
+def spec_from_args(args: argparse.Namespace):
+    from .experiment import RunSpec
+
+    train_kw = parse_assignments(args.train)
+    if "lr_milestones" in train_kw:
+        train_kw["lr_milestones"] = tuple(train_kw["lr_milestones"])
+    unknown = set(train_kw) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise SystemExit(f"unknown trainer settings: {sorted(unknown)}")
+    train = TrainConfig(seed=args.seed, **train_kw)
+    from .efficiency import EfficiencyConfig
+
+    return RunSpec(model=args.model, dataset=args.dataset,
+                   dataset_options=parse_assignments(args.data_option),
+                   protocol=parse_assignments(args.protocol), train_fraction=args.fraction,
+                   hparams=parse_assignments(args.set), train=train, teacher=args.teacher,
+                   objective=parse_assignments(args.objective),
+                   efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    spec = spec_from_args(args)
+    rec = run_experiment(spec, records_dir=args.records, force=args.force,
+                         command="flowdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    t = rec.metrics["test"]["overall"]
+    print(f"{rec.run_id}: test MAE {t['mae']:.4f}  RMSE {t['rmse']:.4f}  MAPE {t['mape']:.2f}%  "
+          f"params {rec.params}")
+    return 0
+
+
+# -------------------------------------------------------------------------- results
+def cmd_results(args: argparse.Namespace) -> int:
+    from .experiment import default_records_dir
+    from .records import aggregate, format_mean_std, load_records, records_frame
+
+    records = load_records(args.records or default_records_dir())
+    frame = records_frame(records, args.split)
+    if args.dataset:
+        frame = frame[frame["dataset"] == args.dataset]
+    if frame.empty:
+        print("no records")
+        return 0
+    agg = aggregate(frame)
+    table = format_mean_std(agg, ("mae", "rmse", "mape"))
+    if args.csv:
+        agg.to_csv(args.csv, index=False)
+    md = table.to_markdown(index=False)
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+    print(md)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowdistill", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="list, describe, verify or fetch datasets")
+    d.add_argument("action", choices=["list", "info", "verify", "fetch"])
+    d.add_argument("ids", nargs="*")
+    d.set_defaults(func=cmd_data)
+
+    m = sub.add_parser("models", help="list registered models")
+    m.add_argument("-v", "--verbose", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train and evaluate one model; writes a run record")
+    add_run_arguments(t)
+    t.add_argument("--force", action="store_true", help="replace a finished run's record")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("results", help="aggregate run records into a table")
+    r.add_argument("--records", type=Path)
+    r.add_argument("--dataset")
+    r.add_argument("--split", default="test", choices=["val", "test"])
+    r.add_argument("--csv", type=Path)
+    r.add_argument("--markdown", type=Path)
+    r.set_defaults(func=cmd_results)
+
+    for extra in EXTRA_COMMANDS:
+        extra(sub)
+    return p
+
+
+# Later modules (teacher, sweep, figures, leaderboard) add their subcommands here.
+EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""One run, end to end: data -> protocol -> model -> training -> evaluation -> efficiency ->
+record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .data.protocol import Protocol, protocol_hash
+from .data.windows import PreparedData, prepare
+from .efficiency import EfficiencyConfig, measure_efficiency
+from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
+from .objectives import StepContext, SupervisedObjective
+from .records import (
+    RecordExistsError,
+    RunRecord,
+    git_sha,
+    hardware_info,
+    is_finished,
+    now_iso,
+    package_versions,
+    record_path,
+    write_record,
+)
+from .trainer import TrainConfig, Trainer, resolve_device
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_records_dir() -> Path:
+    return Path(os.environ.get("FLOWDISTILL_RECORDS", REPO_ROOT / "results" / "records"))
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("FLOWDISTILL_RUNS", REPO_ROOT / "runs"))
+
+
+@dataclass
+class RunSpec:
+    """A single experiment.
+
+    Attributes:
+        model: registered model name.
+        dataset: registered dataset id.
+        dataset_options: loader options (e.g. ``{"adjacency": "gaussian"}``).
+        protocol: overrides of the dataset's default protocol fields.
+        train_fraction: share of the training windows the model may see.
+        hparams: model hyperparameter overrides (filtered to what the model accepts).
+        train: trainer settings (seed lives here).
+        teacher: path of a soft-label store (distillation models only).
+        objective: overrides for the model's objective (e.g. ``{"gate": "batch"}``).
+        efficiency: efficiency-measurement settings; None skips the measurement.
+        tag: free text that becomes part of the run id (e.g. a sweep name).
+    """
+
+    model: str
+    dataset: str = "synthetic"
+    dataset_options: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    train_fraction: float = 1.0
+    hparams: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: str | None = None
+    objective: dict = field(default_factory=dict)
+    efficiency: EfficiencyConfig | None = field(default_factory=EfficiencyConfig)
+    tag: str = ""
+
+    def resolved_protocol(self) -> Protocol:
+        from .data.registry import get_dataset_spec
+
+        base = get_dataset_spec(self.dataset).default_protocol
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in self.protocol.items()}
+        return replace(base, train_fraction=self.train_fraction, **changes)
+
+    def identity(self) -> dict:
+        """Everything that defines the result (not progress bars or thread counts)."""
+        train = self.train.to_dict()
+        for k in ("progress", "num_threads", "eval_batch_size"):
+            train.pop(k, None)
+        return {"model": self.model, "dataset": self.dataset,
+                "dataset_options": self.dataset_options,
+                "protocol": self.resolved_protocol().to_dict(),
+                "hparams": resolve_hparams(self.model, self.hparams), "train": train,
+                "teacher": self.teacher_id(), "objective": self.objective}
+
+    def teacher_id(self) -> str | None:
+        if self.teacher is None:
+            return None
+        meta = Path(self.teacher) / "meta.json"
+        if meta.exists():
+            try:
+                return json.loads(meta.read_text()).get("version_key", str(self.teacher))
+            except json.JSONDecodeError:
+                pass
+        return Path(self.teacher).name
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        h = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        frac = f"{self.train_fraction:g}".replace(".", "p")
+        parts = [self.dataset, self.model, f"f{frac}", f"s{self.train.seed}", h]
+        if self.tag:
+            parts.insert(0, self.tag)
+        return "-".join(parts)
+
+
+def load_prepared(spec: RunSpec) -> PreparedData:
+    from .data.registry import load_dataset
+
+    data = load_dataset(spec.dataset, **spec.dataset_options)
+    return prepare(data, spec.resolved_protocol(), dataset_id=spec.dataset)
+
+
+def make_objective(spec: RunSpec):
+    mspec = get_spec(spec.model)
+    if mspec.objective_factory is not None:
+        return mspec.objective_factory(spec.teacher, **spec.objective)
+    if spec.teacher is not None:
+        raise ValueError(f"model {spec.model!r} does not use a teacher, but one was given")
+    return SupervisedObjective(**spec.objective)
+
+
+def check_teacher_matches(teacher, dataset_id: str, protocol: Protocol) -> None:
+    """Refuse soft labels made for another dataset or protocol (windows would not line up)."""
+    meta = getattr(teacher, "metadata", None)
+    if not meta:
+        return
+    want = protocol_hash(dataset_id, protocol)
+    have = meta.get("protocol_hash")
+    if have is not None and have != want:
+        raise ValueError(f"{getattr(teacher, 'path', 'teacher store')}: soft labels were made for "
+                         f"protocol {have} of {meta.get('dataset')!r}, this run uses {want} "
+                         f"of {dataset_id!r}")
+
+
+def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | None = None,
+                   force: bool = False, command: str = "",
+                   prepared: PreparedData | None = None) -> RunRecord:
+    """Train, evaluate and record one run; resume an interrupted run from its last checkpoint.
+
+    A finished record with the same run id is returned as is unless ``force``.
+    """
+    records_dir = Path(records_dir or default_records_dir())
+    runs_dir = Path(runs_dir or default_runs_dir())
+    run_id = spec.run_id()
+    if is_finished(records_dir, run_id) and not force:
+        raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
+                                "(use --force to redo it)")
+    prepared = prepared or load_prepared(spec)
+    protocol = prepared.protocol
+    ctx = ModelContext.from_prepared(prepared)
+    model = build_model(spec.model, ctx, spec.hparams)
+    objective = make_objective(spec)
+    check_teacher_matches(objective.teacher_labels(), spec.dataset, protocol)
+    ckpt_dir = runs_dir / run_id
+    if force and ckpt_dir.exists():
+        for f in ("last.pt", "best.pt"):
+            (ckpt_dir / f).unlink(missing_ok=True)
+    trainer = Trainer(model, prepared, spec.train, objective, ckpt_dir)
+    t0 = time.perf_counter()
+    fit = trainer.fit()
+    wall = time.perf_counter() - t0
+    metrics = {"val": trainer.evaluate("val"), "test": trainer.evaluate("test")}
+
+    efficiency: dict = {}
+    if spec.efficiency is not None:
+        device = resolve_device(spec.train.device)
+        test_starts = prepared.starts("test")
+        teacher = objective.teacher_labels()
+
+        def make_batch(b: int):
+            return prepared.make_batch(test_starts[:b])
+
+        train_step = None
+        if not getattr(model, "closed_form", False):
+            sctx = StepContext(0, spec.train.epochs, prepared)
+            train_starts = prepared.starts("train")
+
+            def train_step(batch):
+                b = prepared.make_batch(train_starts[:batch.size], teacher).to(device)
+                return objective.loss(model, b, model(b), sctx)[0]
+
+        efficiency = measure_efficiency(model, make_batch, device, spec.efficiency, train_step)
+
+    fit_info = asdict(fit)
+    fit_info["wall_seconds"] = wall
+    record = RunRecord(
+        run_id=run_id, model=spec.model, dataset=spec.dataset,
+        protocol={**protocol.to_dict(), "dataset_options": spec.dataset_options},
+        protocol_hash=protocol_hash(spec.dataset, protocol),
+        seed=spec.train.seed, train_fraction=spec.train_fraction,
+        hparams=resolve_hparams(spec.model, spec.hparams), train_config=spec.train.to_dict(),
+        objective=objective.describe(), metrics=metrics, params=count_parameters(model),
+        efficiency=efficiency, fit=fit_info,
+        teacher=({"id": spec.teacher_id(), "path": str(spec.teacher)} if spec.teacher else None),
+        command=command, git_sha=git_sha(), packages=package_versions(),
+        hardware=hardware_info(str(resolve_device(spec.train.device))), created=now_iso(),
+        status="finished",
+    )
+    write_record(record, records_dir, force=force)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return record

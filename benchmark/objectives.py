@@ -1,0 +1,95 @@
+"""Training objectives: strategies the trainer calls to turn a forward pass into a loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .batch import Batch
+from .metrics import LOSSES
+
+
+@dataclass
+class StepContext:
+    """What an objective may know about the current step.
+
+    Attributes:
+        epoch: 0-based epoch.
+        num_epochs: the configured maximum number of epochs.
+        prepared: the :class:`~benchmark.data.windows.PreparedData` (scaler, protocol).
+    """
+
+    epoch: int
+    num_epochs: int
+    prepared: object
+
+
+class Objective:
+    """Base class. Subclasses override :meth:`loss`; distillation also provides labels."""
+
+    name = "objective"
+
+    def teacher_labels(self):
+        """A :class:`~benchmark.data.windows.TeacherLabels` to attach to training batches."""
+        return None
+
+    def loss(self, model: nn.Module, batch: Batch, y_hat: torch.Tensor,
+             ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+def model_regulariser(model: nn.Module, ctx: StepContext) -> tuple[torch.Tensor | None, float]:
+    """The model's ``extra_loss()`` and its weight (``model.extra_loss_weight(epoch, num_epochs)``
+    when the model defines one, else 1)."""
+    extra_fn = getattr(model, "extra_loss", None)
+    extra = extra_fn() if callable(extra_fn) else None
+    if extra is None:
+        return None, 0.0
+    weight_fn = getattr(model, "extra_loss_weight", None)
+    weight = float(weight_fn(ctx.epoch, ctx.num_epochs)) if callable(weight_fn) else 1.0
+    return extra, weight
+
+
+@dataclass
+class SupervisedObjective(Objective):
+    """Ground-truth loss on inverse-scaled predictions (masked by the protocol's null value),
+    plus the model's own regulariser.
+
+    Args:
+        loss: "mae" (default of most baselines), "huber" or "mse".
+        huber_delta: delta of the Huber loss, in original units.
+    """
+
+    loss_name: str = "mae"
+    huber_delta: float = 1.0
+    name = "supervised"
+
+    def __post_init__(self) -> None:
+        if self.loss_name not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss_name!r}; choose from {sorted(LOSSES)}")
+
+    def ground_truth_loss(self, pred: torch.Tensor, true: torch.Tensor, null_value) -> torch.Tensor:
+        if self.loss_name == "huber":
+            return LOSSES["huber"](pred, true, null_value, self.huber_delta)
+        return LOSSES[self.loss_name](pred, true, null_value)
+
+    def loss(self, model, batch, y_hat, ctx):
+        prepared = ctx.prepared
+        pred = prepared.inverse_targets(y_hat)
+        gt = self.ground_truth_loss(pred, batch.y, prepared.protocol.null_value)
+        total = gt
+        logs = {"loss_gt": float(gt.detach())}
+        extra, w = model_regulariser(model, ctx)
+        if extra is not None:
+            total = total + w * extra
+            logs["extra"] = float(extra.detach())
+            logs["extra_weight"] = w
+        return total, logs
+
+    def describe(self) -> dict:
+        return {"name": self.name, "loss": self.loss_name, "huber_delta": self.huber_delta}

