@@ -147,6 +147,21 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- sweep
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepSpec, run_sweep, sweep_status
+
+    spec = SweepSpec.from_toml(args.spec)
+    if args.status:
+        print(json.dumps(sweep_status(spec, args.records)))
+        return 0
+    res = run_sweep(spec, executor=args.executor, workers=args.workers,
+                    records_dir=args.records, runs_dir=args.runs,
+                    ray_resources={"num_cpus": args.cpus_per_run, "num_gpus": args.gpus_per_run})
+    print(f"sweep {spec.name}: {res.summary()}")
+    return 1 if res.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowdistill", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -172,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--csv", type=Path)
     r.add_argument("--markdown", type=Path)
     r.set_defaults(func=cmd_results)
+
+    sw = sub.add_parser("sweep", help="run (or resume) a sweep spec (TOML)")
+    sw.add_argument("spec", type=Path)
+    sw.add_argument("--executor", default="local", choices=["local", "ray"])
+    sw.add_argument("--workers", type=int, default=1, help="local process-pool size")
+    sw.add_argument("--cpus-per-run", type=float, default=1)
+    sw.add_argument("--gpus-per-run", type=float, default=0)
+    sw.add_argument("--records", type=Path)
+    sw.add_argument("--runs", type=Path, help="checkpoint directory (default ./runs)")
+    sw.add_argument("--status", action="store_true", help="only report progress")
+    sw.set_defaults(func=cmd_sweep)
 
     for extra in EXTRA_COMMANDS:
         extra(sub)

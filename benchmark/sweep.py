@@ -1,0 +1,208 @@
+"""Sweeps: models x datasets x training fractions x seeds x overrides, resumable.
+
+Every run has a stable id (:meth:`RunSpec.run_id`), so re-running a killed sweep with the same
+spec skips the finished runs (their records exist) and resumes an interrupted one from its last
+checkpoint. Executors: ``local`` (sequential, or a process pool with ``workers > 1``) and
+``ray`` (remote tasks with CPU/GPU resources, for clusters).
+
+A sweep can be written in Python (:class:`SweepSpec`) or in TOML::
+
+    name = "fraction"
+    models = ["flowdistill", "stgcn"]
+    datasets = ["nyc_taxi_manhattan"]
+    fractions = [0.1, 1.0]
+    seeds = [0, 1, 2]
+    [train]            # TrainConfig fields
+    epochs = 50
+    [hparams.stgcn]    # per-model hyperparameters
+    dropout = 0.3
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .efficiency import EfficiencyConfig
+from .experiment import RunSpec, default_records_dir, default_runs_dir, run_experiment
+from .records import is_finished
+from .trainer import TrainConfig
+
+
+@dataclass
+class SweepSpec:
+    """A grid of runs.
+
+    Attributes:
+        name: becomes the run-id prefix (tag) of every run.
+        models, datasets, fractions, seeds: the grid.
+        train: :class:`TrainConfig` overrides for every run.
+        train_per_model: further overrides per model (e.g. a smaller batch for a big model).
+        hparams: per-model hyperparameter overrides.
+        protocol: per-dataset protocol overrides.
+        dataset_options: per-dataset loader options.
+        teachers: per-dataset soft-label store path, for models that distil.
+        objective: per-model objective overrides.
+        efficiency: measure latency/memory in every run.
+    """
+
+    name: str
+    models: list[str]
+    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict = field(default_factory=dict)
+    train_per_model: dict[str, dict] = field(default_factory=dict)
+    hparams: dict[str, dict] = field(default_factory=dict)
+    protocol: dict[str, dict] = field(default_factory=dict)
+    dataset_options: dict[str, dict] = field(default_factory=dict)
+    teachers: dict[str, str] = field(default_factory=dict)
+    objective: dict[str, dict] = field(default_factory=dict)
+    efficiency: bool = True
+
+    @classmethod
+    def from_toml(cls, path: Path) -> SweepSpec:
+        try:
+            d = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"{path}: cannot read sweep spec ({e})") from e
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown sweep fields {sorted(unknown)}")
+        if "name" not in d or "models" not in d:
+            raise ValueError(f"{path}: a sweep needs 'name' and 'models'")
+        return cls(**d)
+
+    def expand(self) -> list[RunSpec]:
+        """The runs of the grid, in a deterministic order (dataset, fraction, model, seed)."""
+        runs = []
+        valid_train = {f.name for f in fields(TrainConfig)}
+        for ds, frac, model, seed in itertools.product(self.datasets, self.fractions,
+                                                       self.models, self.seeds):
+            tkw = {**self.train, **self.train_per_model.get(model, {})}
+            unknown = set(tkw) - valid_train
+            if unknown:
+                raise ValueError(f"sweep {self.name}: unknown train settings {sorted(unknown)}")
+            if "lr_milestones" in tkw:
+                tkw["lr_milestones"] = tuple(tkw["lr_milestones"])
+            runs.append(RunSpec(
+                model=model, dataset=ds, dataset_options=self.dataset_options.get(ds, {}),
+                protocol=self.protocol.get(ds, {}), train_fraction=float(frac),
+                hparams=self.hparams.get(model, {}), train=TrainConfig(**{**tkw, "seed": seed}),
+                teacher=self.teachers.get(ds) if _uses_teacher(model) else None,
+                objective=self.objective.get(model, {}),
+                efficiency=EfficiencyConfig() if self.efficiency else None, tag=self.name))
+        return runs
+
+
+def _uses_teacher(model: str) -> bool:
+    from .models import get_spec
+
+    return "distill" in get_spec(model).tags
+
+
+@dataclass
+class SweepResult:
+    finished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"{len(self.finished)} run, {len(self.skipped)} already finished, "
+                f"{len(self.failed)} failed")
+
+
+def _run_one(spec: RunSpec, records_dir: str, runs_dir: str) -> tuple[str, str | None]:
+    try:
+        run_experiment(spec, Path(records_dir), Path(runs_dir),
+                       command=f"sweep {spec.tag}")
+        return spec.run_id(), None
+    except Exception:  # noqa: BLE001 - reported per run, the sweep goes on
+        return spec.run_id(), traceback.format_exc()
+
+
+def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
+              records_dir: Path | None = None, runs_dir: Path | None = None,
+              progress: bool = True, ray_resources: dict | None = None,
+              on_done: Callable[[str, str | None], None] | None = None) -> SweepResult:
+    """Run every unfinished run of ``sweep``; failures are collected, not fatal."""
+    records_dir = Path(records_dir or default_records_dir())
+    runs_dir = Path(runs_dir or default_runs_dir())
+    result = SweepResult()
+    todo = []
+    for spec in sweep.expand():
+        if is_finished(records_dir, spec.run_id()):
+            result.skipped.append(spec.run_id())
+        else:
+            spec.train.progress = progress and workers == 1 and executor == "local"
+            todo.append(spec)
+    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", disable=not progress)
+
+    def done(run_id: str, err: str | None) -> None:
+        if err is None:
+            result.finished.append(run_id)
+        else:
+            result.failed[run_id] = err
+            tqdm.write(f"FAILED {run_id}:\n{err}")
+        if on_done:
+            on_done(run_id, err)
+        bar.update(1)
+
+    if executor == "local" and workers <= 1:
+        for spec in todo:
+            done(*_run_one(spec, str(records_dir), str(runs_dir)))
+    elif executor == "local":
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futs = [pool.submit(_run_one, s, str(records_dir), str(runs_dir)) for s in todo]
+            for f in as_completed(futs):
+                done(*f.result())
+    elif executor == "ray":
+        _run_ray(todo, records_dir, runs_dir, ray_resources or {}, done)
+    else:
+        raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    bar.close()
+    return result
+
+
+def _run_ray(todo: list[RunSpec], records_dir: Path, runs_dir: Path, resources: dict,
+             done: Callable[[str, str | None], None]) -> None:
+    """Submit each run as a Ray task (``num_cpus``/``num_gpus`` from ``resources``).
+
+    Connects to a running cluster when ``RAY_ADDRESS`` is set (``ray.init()`` default), else
+    starts a local instance."""
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("the ray executor needs `pip install flowdistill-bench[ray]`") from e
+    if not ray.is_initialized():
+        ray.init(num_cpus=resources.get("cluster_cpus"), include_dashboard=False,
+                 log_to_driver=False)
+    remote = ray.remote(num_cpus=resources.get("num_cpus", 1),
+                        num_gpus=resources.get("num_gpus", 0))(_run_one)
+    pending = {remote.remote(s, str(records_dir), str(runs_dir)): s for s in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            pending.pop(ref)
+            done(*ray.get(ref))
+
+
+def sweep_status(sweep: SweepSpec, records_dir: Path | None = None) -> dict:
+    """How many runs of ``sweep`` are finished."""
+    records_dir = Path(records_dir or default_records_dir())
+    runs = sweep.expand()
+    n_done = sum(is_finished(records_dir, r.run_id()) for r in runs)
+    return {"name": sweep.name, "runs": len(runs), "finished": n_done}
+
+
+def dump_spec(sweep: SweepSpec) -> str:
+    return json.dumps(sweep.__dict__, indent=1, sort_keys=True)
