@@ -1,0 +1,170 @@
+"""DCRNN: Diffusion Convolutional Recurrent Neural Network (Li, Yu, Shahabi, Liu, ICLR 2018,
+arXiv 1707.01926).
+
+``x: [B, T_in, N, C] -> y_hat: [B, T_out, N, C_out]``. Sequence-to-sequence model: an encoder
+of 2 stacked DCGRU layers (64 units) reads the input; its final states initialise a decoder of 2
+DCGRU layers that starts from a zero GO symbol and feeds back its own previous prediction; a
+linear projection maps each node's hidden state to C_out values.
+
+DCGRU (eq. 3): r = sigma(Theta_r *G [X, H] + b_r), u = sigma(Theta_u *G [X, H] + b_u),
+C = tanh(Theta_C *G [X, r . H] + b_c), H' = u . H + (1 - u) . C, with the diffusion convolution
+(eq. 2)  X *G f_theta = sum_{k=0..K} (theta_{k,1} (D_O^-1 W)^k + theta_{k,2} (D_I^-1 W^T)^k) X,
+K = ``max_diffusion_step`` = 2 (the k = 0 identity term shared), i.e. 2K + 1 = 5 matrices.
+
+Faithful: 2 layers, 64 units, K = 2, dual random walk, gate biases initialised to 1, Xavier
+weights, zero GO symbol, decoder fed its own predictions, one projection shared across nodes.
+Deviations / choices:
+- Scheduled sampling (paper section 2.3, inverse-sigmoid decay eps_i = tau / (tau + exp(i / tau)),
+  tau = ``cl_decay_steps``) is optional and **off by default**: models do not own the training
+  loop and ``Batch.y`` is in original units. When ``scheduled_sampling=True`` the model reads the
+  scaled ground truth of the training windows from ``series`` (the harness's scaled series) at
+  ``start + input_len + t`` and counts its own training batches; evaluation never reads it.
+- Diffusion powers are computed as written in eq. 2 (P^k X); the authors' code uses the
+  recurrence 2 P x_{k-1} - x_{k-2} on transposed supports.
+- ``time_of_day=True`` (the authors' METR-LA setting, input_dim = 2) appends slot /
+  steps_per_day to the encoder input; the decoder input is the C_out target channels only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines import graph
+from benchmark.batch import Batch
+from benchmark.models import Forecaster, register_model
+
+CITATION = ("Li, Yu, Shahabi, Liu. Diffusion Convolutional Recurrent Neural Network: "
+            "Data-Driven Traffic Forecasting. ICLR 2018.")
+
+
+class DiffusionGraphConv(nn.Module):
+    """Eq. 2 on node features: x [B, N, D] -> [B, N, out]; ``supports`` [S, N, N]."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_supports: int, max_diffusion_step: int,
+                 bias_init: float) -> None:
+        super().__init__()
+        self.k = max_diffusion_step
+        self.linear = nn.Linear(in_dim * (num_supports * max_diffusion_step + 1), out_dim)
+        nn.init.xavier_normal_(self.linear.weight)
+        nn.init.constant_(self.linear.bias, bias_init)
+
+    def forward(self, x: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+        terms = [x]
+        for s in supports:
+            h = x
+            for _ in range(self.k):
+                h = torch.einsum("nm,bmd->bnd", s, h)
+                terms.append(h)
+        return self.linear(torch.cat(terms, dim=-1))
+
+
+class DCGRUCell(nn.Module):
+    """Diffusion convolutional GRU cell (eq. 3). x [B, N, D_in], h [B, N, H] -> h' [B, N, H]."""
+
+    def __init__(self, in_dim: int, units: int, num_supports: int, max_diffusion_step: int) -> None:
+        super().__init__()
+        self.units = units
+        self.gates = DiffusionGraphConv(in_dim + units, 2 * units, num_supports,
+                                        max_diffusion_step, bias_init=1.0)
+        self.candidate = DiffusionGraphConv(in_dim + units, units, num_supports,
+                                            max_diffusion_step, bias_init=0.0)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+        r, u = torch.sigmoid(self.gates(torch.cat([x, h], -1), supports)).chunk(2, dim=-1)
+        c = torch.tanh(self.candidate(torch.cat([x, r * h], -1), supports))
+        return u * h + (1.0 - u) * c
+
+
+class DCRNN(Forecaster):
+    """DCRNN encoder-decoder. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out]."""
+
+    def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
+                 out_channels: int, steps_per_day: int, adjacency: np.ndarray | None = None,
+                 series: torch.Tensor | None = None, target_channel_idx: tuple[int, ...] = (),
+                 rnn_units: int = 64, num_rnn_layers: int = 2, max_diffusion_step: int = 2,
+                 time_of_day: bool = True, scheduled_sampling: bool = False,
+                 cl_decay_steps: int = 2000) -> None:
+        super().__init__()
+        a = graph.require_adjacency(adjacency, num_nodes, "DCRNN")
+        p_f, p_b = graph.transition_matrices(a)
+        self.register_buffer("supports", torch.tensor(np.stack([p_f, p_b]), dtype=torch.float32),
+                             persistent=False)
+        self.num_nodes, self.input_len = num_nodes, input_len
+        self.horizon, self.out_channels = horizon, out_channels
+        self.steps_per_day, self.time_of_day = steps_per_day, time_of_day
+        self.units = rnn_units
+        enc_in = in_channels + int(time_of_day)
+        self.encoder = nn.ModuleList(
+            DCGRUCell(enc_in if i == 0 else rnn_units, rnn_units, 2, max_diffusion_step)
+            for i in range(num_rnn_layers))
+        self.decoder = nn.ModuleList(
+            DCGRUCell(out_channels if i == 0 else rnn_units, rnn_units, 2, max_diffusion_step)
+            for i in range(num_rnn_layers))
+        self.projection = nn.Linear(rnn_units, out_channels)
+        self.scheduled_sampling, self.cl_decay_steps = scheduled_sampling, cl_decay_steps
+        if scheduled_sampling:
+            if series is None:
+                raise ValueError("DCRNN: scheduled_sampling=True needs the scaled series "
+                                 "(ModelContext.series) to read training targets")
+            idx = list(target_channel_idx) or list(range(out_channels))
+            if len(idx) != out_channels:
+                raise ValueError(f"DCRNN: {len(idx)} target channels but out_channels="
+                                 f"{out_channels}")
+            self._series = torch.as_tensor(series)  # plain attribute: kept out of checkpoints
+            self._target_idx = idx
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def teacher_forcing_prob(self) -> float:
+        """Inverse sigmoid decay tau / (tau + exp(i / tau)) (paper section 2.3)."""
+        tau = float(self.cl_decay_steps)
+        i = float(self.batches_seen)
+        return tau / (tau + math.exp(min(i / tau, 700.0)))
+
+    def _scaled_targets(self, batch: Batch) -> torch.Tensor:
+        """Scaled ground truth [B, T_out, N, C_out] of the batch's windows (training only)."""
+        steps = batch.start.cpu()[:, None] + self.input_len + torch.arange(self.horizon)
+        y = self._series[steps][..., self._target_idx]
+        return y.to(device=batch.x.device, dtype=batch.x.dtype)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        x = batch.x
+        if self.time_of_day:
+            tod = (batch.x_tod.to(x.dtype) / self.steps_per_day)[:, :, None, None]
+            x = torch.cat([x, tod.expand(-1, -1, x.shape[2], 1)], dim=-1)
+        b, t_in, n, _ = x.shape
+        h = [x.new_zeros(b, n, self.units) for _ in self.encoder]
+        for t in range(t_in):
+            inp = x[:, t]
+            for i, cell in enumerate(self.encoder):
+                h[i] = cell(inp, h[i], self.supports)
+                inp = h[i]
+
+        use_truth = self.scheduled_sampling and self.training
+        targets = self._scaled_targets(batch) if use_truth else None
+        eps = self.teacher_forcing_prob() if use_truth else 0.0
+        inp_dec = x.new_zeros(b, n, self.out_channels)  # GO symbol
+        outputs = []
+        for t in range(self.horizon):
+            inp = inp_dec
+            for i, cell in enumerate(self.decoder):
+                h[i] = cell(inp, h[i], self.supports)
+                inp = h[i]
+            y_t = self.projection(inp)
+            outputs.append(y_t)
+            if targets is not None and float(torch.rand(())) < eps:
+                inp_dec = targets[:, t]
+            else:
+                inp_dec = y_t
+        if use_truth:
+            self.batches_seen += 1
+        return torch.stack(outputs, dim=1)
+
+
+register_model("dcrnn", citation=CITATION, needs_adjacency=True, tags=("graph",),
+               description="DCRNN (diffusion convolutional GRU encoder-decoder)",
+               rnn_units=64, num_rnn_layers=2, max_diffusion_step=2, time_of_day=True,
+               scheduled_sampling=False, cl_decay_steps=2000)(DCRNN)
