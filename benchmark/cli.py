@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .leaderboard import add_leaderboard_commands
 from .trainer import TrainConfig
 
 
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Later modules (teacher, sweep, figures, leaderboard) add their subcommands here.
 EXTRA_COMMANDS: list = []
+EXTRA_COMMANDS.append(add_leaderboard_commands)
 
 
 def main(argv: list[str] | None = None) -> int:
