@@ -7,6 +7,7 @@ logic of its own.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -74,8 +75,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- train
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `flowdistill models`)")
+def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -> None:
+    if model_argument:
+        p.add_argument("model", help="registered model name (see `flowdistill models`)")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. adjacency=gaussian")
@@ -163,6 +165,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if res.failed else 0
 
 
+# -------------------------------------------------------------------------- figures
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Run ``python -m paper.build`` from the source checkout (nothing imports ``paper/``)."""
+    import subprocess
+
+    from .experiment import REPO_ROOT, default_records_dir
+
+    if not (REPO_ROOT / "paper" / "build.py").exists():
+        raise FileNotFoundError(f"{REPO_ROOT / 'paper'}: paper/ scripts not found; "
+                                "`flowdistill figures` needs a source checkout")
+    cmd = [sys.executable, "-m", "paper.build",
+           "--records", str(Path(args.records or default_records_dir()).resolve()),
+           "--out", str(Path(args.out or REPO_ROOT / "results").resolve())]
+    for flag, value in (("--runs", args.runs), ("--scaling", args.scaling)):
+        if value is not None:
+            cmd += [flag, str(Path(value).resolve())]
+    return subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
+
+
+def add_figures_command(sub) -> None:
+    f = sub.add_parser("figures", help="rebuild the paper's tables and figures from run records")
+    f.add_argument("--records", type=Path, help="record directory (default results/records)")
+    f.add_argument("--out", type=Path, help="output root for tables/ and figures/ (default results)")
+    f.add_argument("--runs", type=Path, help="run directory with test_predictions.npz files")
+    f.add_argument("--scaling", type=Path, help="scaling rows (default <out>/scaling)")
+    f.set_defaults(func=cmd_figures)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowdistill", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -202,12 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in EXTRA_COMMANDS:
         extra(sub)
+    for name in COMMAND_MODULES:  # plugins: the method's own commands (teacher, reproduce)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_commands(sub)
     return p
 
 
-# Later modules (teacher, sweep, figures, leaderboard) add their subcommands here.
+# Functions adding subcommands that live in the harness (leaderboard, figures).
 EXTRA_COMMANDS: list = []
 EXTRA_COMMANDS.append(add_leaderboard_commands)
+# Modules outside the harness with an ``add_commands(subparsers)`` function; imported by name so
+# that benchmark never imports a concrete method.
+COMMAND_MODULES: list[str] = ["flowdistill.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+# `flowdistill figures`: registered here, after the definitions above.
+EXTRA_COMMANDS.append(add_figures_command)
+
 
 
 if __name__ == "__main__":

@@ -144,8 +144,32 @@ def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Pat
                    prepared: PreparedData | None = None) -> RunRecord:
     """Train, evaluate and record one run; resume an interrupted run from its last checkpoint.
 
-    A finished record with the same run id is returned as is unless ``force``.
+    A finished run (its record exists) raises :class:`RecordExistsError` unless ``force``.
     """
+    return execute(spec, records_dir, runs_dir, force, command, prepared)[0]
+
+
+def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
+                       runs_dir: Path | None = None) -> torch.nn.Module:
+    """Rebuild a finished run's model with its best weights (closed-form models are refitted)."""
+    from .trainer import load_checkpoint
+
+    prepared = prepared or load_prepared(spec)
+    model = build_model(spec.model, ModelContext.from_prepared(prepared), spec.hparams)
+    if getattr(model, "closed_form", False):
+        model.fit_closed_form(prepared)
+        return model
+    path = Path(runs_dir or default_runs_dir()) / spec.run_id() / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no best checkpoint for run {spec.run_id()}")
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model
+
+
+def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | None = None,
+            force: bool = False, command: str = "",
+            prepared: PreparedData | None = None) -> tuple[RunRecord, Trainer]:
+    """:func:`run_experiment` that also returns the trainer (its model holds the best weights)."""
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     run_id = spec.run_id()
@@ -204,6 +228,4 @@ def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Pat
         status="finished",
     )
     write_record(record, records_dir, force=force)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return record
+    return record, trainer

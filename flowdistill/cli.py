@@ -1,0 +1,62 @@
+"""``flowdistill teacher ...`` and ``flowdistill reproduce``: the method's own commands, plugged
+into the harness CLI through ``benchmark.cli.COMMAND_MODULES``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_teacher_label(args: argparse.Namespace) -> int:
+    from benchmark.cli import spec_from_args
+
+    if args.from_model:
+        from .teacher.from_model import label_from_model
+
+        args.model = args.from_model
+        spec = spec_from_args(args)
+        store = label_from_model(spec, label_root=args.out, records_dir=args.records)
+    else:
+        from .teacher.labeling import label
+
+        if not args.checkpoint:
+            raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
+        store = label(args.checkpoint, args.dataset, None, backend=args.backend,
+                      store_root=args.out)
+    print(f"soft labels: {store.path}  ({len(store.starts)} windows, "
+          f"coverage {store.coverage:.3f})")
+    return 0
+
+
+def cmd_teacher_info(args: argparse.Namespace) -> int:
+    from .teacher.labels import SoftLabelStore
+
+    path = Path(args.path)
+    if (path / "meta.json").exists() and (path / "labels.npy").exists():
+        print(json.dumps(SoftLabelStore.open(path).describe(), indent=1, default=str))
+        return 0
+    from .teacher.finetune import info
+
+    print(json.dumps(info(path), indent=1, default=str))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from benchmark.cli import add_run_arguments
+
+    t = sub.add_parser("teacher", help="teacher fine-tuning, soft labels, provenance")
+    tsub = t.add_subparsers(dest="teacher_command", required=True)
+
+    lab = tsub.add_parser("label", help="produce soft labels into a versioned store")
+    lab.add_argument("--from-model", help="a registered forecaster to train and use as teacher")
+    lab.add_argument("--checkpoint", type=Path, help="a fine-tuned LLM teacher checkpoint")
+    lab.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    lab.add_argument("--out", type=Path, help="label store root (default cache/labels)")
+    # the forecaster teacher's run options (same flags as `flowdistill train`)
+    add_run_arguments(lab, model_argument=False)
+    lab.set_defaults(func=cmd_teacher_label)
+
+    inf = tsub.add_parser("info", help="describe a label store or teacher checkpoint")
+    inf.add_argument("path")
+    inf.set_defaults(func=cmd_teacher_info)

@@ -1,0 +1,66 @@
+"""Soft labels from any registered forecaster (the "is an LLM needed?" teacher).
+
+The teacher run is an ordinary recorded run (tag ``teacher``) on all of the training data;
+its best weights then label every training, validation and test window, and the labels go into a
+:class:`~flowdistill.teacher.labels.SoftLabelStore` keyed by the teacher's weights and the
+protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from benchmark.experiment import (
+    REPO_ROOT,
+    RunSpec,
+    execute,
+    load_prepared,
+    load_trained_model,
+)
+from benchmark.records import is_finished
+
+from .labels import SoftLabelStore, labels_from_model, model_label_metadata, version_key
+
+LABEL_SPLITS = ("train_all", "val", "test")
+
+
+def default_label_root() -> Path:
+    """``FLOWDISTILL_LABELS``, else ``<repo>/cache/labels`` (ignored by git)."""
+    return Path(os.environ.get("FLOWDISTILL_LABELS", REPO_ROOT / "cache" / "labels"))
+
+
+def label_from_model(spec: RunSpec, label_root: Path | None = None,
+                     records_dir: Path | None = None, runs_dir: Path | None = None,
+                     splits: tuple[str, ...] = LABEL_SPLITS) -> SoftLabelStore:
+    """Train (or reuse) the teacher run ``spec`` and store its predictions as soft labels.
+
+    The teacher always sees all of the training data (``spec.train_fraction`` must be 1), so
+    one store serves students at every training fraction. An existing store for the same
+    teacher weights and protocol is reused.
+    """
+    if spec.train_fraction != 1.0:
+        raise ValueError("a teacher is trained on all of the training data (train_fraction=1)")
+    spec = replace(spec, tag=spec.tag or "teacher")
+    prepared = load_prepared(spec)
+    if is_finished(records_dir or _records(), spec.run_id()):
+        model = load_trained_model(spec, prepared, runs_dir)
+    else:
+        _, trainer = execute(spec, records_dir, runs_dir, prepared=prepared,
+                             command=f"teacher label --from-model {spec.model}")
+        model = trainer.model
+    labels, starts = labels_from_model(model, prepared, splits)
+    meta = model_label_metadata(spec.model, model, prepared, teacher_run_id=spec.run_id(),
+                                labelled_splits=list(splits))
+    root = Path(label_root or default_label_root())
+    existing = root / version_key(meta)
+    if existing.exists():
+        return SoftLabelStore.open(existing)
+    return SoftLabelStore.create(root, labels, starts, None, meta)
+
+
+def _records() -> Path:
+    from benchmark.experiment import default_records_dir
+
+    return default_records_dir()
