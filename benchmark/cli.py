@@ -7,7 +7,6 @@ logic of its own.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shlex
 import sys
@@ -75,9 +74,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- train
-def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -> None:
-    if model_argument:
-        p.add_argument("model", help="registered model name (see `flowdistill models`)")
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered model name (see `flowdistill models`)")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. adjacency=gaussian")
@@ -187,7 +185,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def add_figures_command(sub) -> None:
     f = sub.add_parser("figures", help="rebuild the paper's tables and figures from run records")
     f.add_argument("--records", type=Path, help="record directory (default results/records)")
-    f.add_argument("--out", type=Path, help="output root for tables/ and figures/ (default results)")
+    f.add_argument("--out", type=Path, help="output root of tables/, figures/ (default results)")
     f.add_argument("--runs", type=Path, help="run directory with test_predictions.npz files")
     f.add_argument("--scaling", type=Path, help="scaling rows (default <out>/scaling)")
     f.set_defaults(func=cmd_figures)
@@ -232,23 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in EXTRA_COMMANDS:
         extra(sub)
-    for name in COMMAND_MODULES:  # plugins: the method's own commands (teacher, reproduce)
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.add_commands(sub)
     return p
 
 
-# Functions adding subcommands that live in the harness (leaderboard, figures).
+# Later modules (teacher, sweep, figures, leaderboard) add their subcommands here.
 EXTRA_COMMANDS: list = []
 EXTRA_COMMANDS.append(add_leaderboard_commands)
-# Modules outside the harness with an ``add_commands(subparsers)`` function; imported by name so
-# that benchmark never imports a concrete method.
-COMMAND_MODULES: list[str] = ["flowdistill.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
