@@ -7,6 +7,7 @@ logic of its own.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -74,8 +75,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- train
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `flowdistill models`)")
+def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -> None:
+    if model_argument:
+        p.add_argument("model", help="registered model name (see `flowdistill models`)")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. adjacency=gaussian")
@@ -230,12 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in EXTRA_COMMANDS:
         extra(sub)
+    for name in COMMAND_MODULES:  # plugins: the method's own commands (teacher, reproduce)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.add_commands(sub)
     return p
 
 
-# Later modules (teacher, sweep, figures, leaderboard) add their subcommands here.
+# Functions adding subcommands that live in the harness (leaderboard, figures).
 EXTRA_COMMANDS: list = []
 EXTRA_COMMANDS.append(add_leaderboard_commands)
+# Modules outside the harness with an ``add_commands(subparsers)`` function; imported by name so
+# that benchmark never imports a concrete method.
+COMMAND_MODULES: list[str] = ["flowdistill.cli"]
 
 
 def main(argv: list[str] | None = None) -> int:
