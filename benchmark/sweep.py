@@ -50,7 +50,9 @@ class SweepSpec:
         hparams: per-model hyperparameter overrides.
         protocol: per-dataset protocol overrides.
         dataset_options: per-dataset loader options.
-        teachers: per-dataset soft-label store path, for models that distil.
+        teachers: per-dataset soft-label store path, for models that distil, or
+            ``"<kind>:<name>"`` resolved by a registered teacher resolver (e.g.
+            ``"model:gwnet"``: train a GWNet teacher on all training data and label with it).
         objective: per-model objective overrides.
         efficiency: measure latency/memory in every run.
     """
@@ -82,12 +84,15 @@ class SweepSpec:
             raise ValueError(f"{path}: a sweep needs 'name' and 'models'")
         return cls(**d)
 
+    def grid(self) -> list[tuple]:
+        """The grid's (dataset, fraction, model, seed) tuples."""
+        return list(itertools.product(self.datasets, self.fractions, self.models, self.seeds))
+
     def expand(self) -> list[RunSpec]:
         """The runs of the grid, in a deterministic order (dataset, fraction, model, seed)."""
         runs = []
         valid_train = {f.name for f in fields(TrainConfig)}
-        for ds, frac, model, seed in itertools.product(self.datasets, self.fractions,
-                                                       self.models, self.seeds):
+        for ds, frac, model, seed in self.grid():
             tkw = {**self.train, **self.train_per_model.get(model, {})}
             unknown = set(tkw) - valid_train
             if unknown:
@@ -102,6 +107,41 @@ class SweepSpec:
                 objective=self.objective.get(model, {}),
                 efficiency=EfficiencyConfig() if self.efficiency else None, tag=self.name))
         return runs
+
+
+# "<kind>:<arg>" teacher references -> store paths; methods register their kinds (flowdistill
+# registers "model"). A resolver gets (arg, dataset, sweep, create) and returns a path, or None
+# when ``create`` is False and the labels do not exist yet.
+TEACHER_RESOLVERS: dict[str, Callable[[str, str, SweepSpec, bool], str | None]] = {}
+
+
+def register_teacher_resolver(kind: str, fn: Callable) -> None:
+    TEACHER_RESOLVERS[kind] = fn
+
+
+def resolve_teachers(sweep: SweepSpec, create: bool = True) -> SweepSpec:
+    """A copy of ``sweep`` whose teacher references are store paths (training teachers when
+    ``create``); unresolvable references are dropped when not creating."""
+    from dataclasses import replace
+
+    from .models import registry
+
+    registry()  # importing the model packages registers their resolvers
+    out = {}
+    for ds, ref in sweep.teachers.items():
+        if ds not in sweep.datasets:
+            continue
+        kind, sep, arg = ref.partition(":")
+        if sep and kind in TEACHER_RESOLVERS:
+            path = TEACHER_RESOLVERS[kind](arg, ds, sweep, create)
+            if path is not None:
+                out[ds] = path
+        elif sep and not Path(ref).exists():
+            raise ValueError(f"sweep {sweep.name}: unknown teacher kind {kind!r} in {ref!r}; "
+                             f"known: {sorted(TEACHER_RESOLVERS)}")
+        else:
+            out[ds] = ref
+    return replace(sweep, teachers=out)
 
 
 def _uses_teacher(model: str) -> bool:
@@ -139,6 +179,7 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
     runs_dir = Path(runs_dir or default_runs_dir())
     result = SweepResult()
     todo = []
+    sweep = resolve_teachers(sweep)
     for spec in sweep.expand():
         if is_finished(records_dir, spec.run_id()):
             result.skipped.append(spec.run_id())
@@ -199,8 +240,11 @@ def _run_ray(todo: list[RunSpec], records_dir: Path, runs_dir: Path, resources: 
 def sweep_status(sweep: SweepSpec, records_dir: Path | None = None) -> dict:
     """How many runs of ``sweep`` are finished."""
     records_dir = Path(records_dir or default_records_dir())
-    runs = sweep.expand()
-    n_done = sum(is_finished(records_dir, r.run_id()) for r in runs)
+    resolved = resolve_teachers(sweep, create=False)
+    runs = [r for r in resolved.expand()
+            if r.teacher is not None or not _uses_teacher(r.model)]
+    runs += [None] * (len(sweep.grid()) - len(runs))
+    n_done = sum(r is not None and is_finished(records_dir, r.run_id()) for r in runs)
     return {"name": sweep.name, "runs": len(runs), "finished": n_done}
 
 

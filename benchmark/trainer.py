@@ -31,8 +31,9 @@ class TrainConfig:
         epochs: maximum number of epochs.
         batch_size: training batch size.
         eval_batch_size: batch size for validation/test (does not change metrics).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        optimizer: "adam" (default) or "rmsprop" (the STGCN paper's choice).
+        lr: learning rate.
+        weight_decay: L2 weight decay.
         lr_milestones: epochs at which the LR is multiplied by ``lr_gamma`` (MultiStepLR).
         lr_gamma: LR decay factor.
         grad_clip: max global gradient norm (None: no clipping).
@@ -48,6 +49,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     eval_batch_size: int = 256
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = ()
@@ -145,7 +147,12 @@ class Trainer:
             return FitResult(0, 0, val, dt, 0.0, [{"epoch": 0, "val_mae": val}])
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'rmsprop'")
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_milestones), cfg.lr_gamma)
         rng = np.random.default_rng(cfg.seed)
         start_epoch, best_val, best_epoch, bad_epochs = 0, float("inf"), -1, 0

@@ -89,3 +89,19 @@ def test_ray_executor_runs_a_tiny_sweep(tmp_path):
     finally:
         ray.shutdown()
     assert len(res.finished) == 6 and not res.failed
+
+
+def test_sweep_with_model_teacher(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWDISTILL_RECORDS", str(tmp_path / "rec"))
+    monkeypatch.setenv("FLOWDISTILL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("FLOWDISTILL_LABELS", str(tmp_path / "labels"))
+    text = TOML.replace('models = ["last-value", "ridge", "ha-slot"]',
+                        'models = ["flowdistill", "mlp"]').replace("seeds = [0, 1]", "seeds = [0]")
+    text = text.replace("[dataset_options.synthetic]",
+                        '[teachers]\nsynthetic = "model:ridge"\n[dataset_options.synthetic]')
+    spec = SweepSpec.from_toml(write_spec(tmp_path, text))
+    assert sweep_status(spec)["finished"] == 0
+    res = run_sweep(spec, progress=False)
+    assert len(res.finished) == 2 and not res.failed, res.failed
+    assert sweep_status(spec) == {"name": "t", "runs": 2, "finished": 2}
+    assert len(list((tmp_path / "labels").iterdir())) == 1

@@ -8,6 +8,7 @@ protocol.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -64,3 +65,42 @@ def _records() -> Path:
     from benchmark.experiment import default_records_dir
 
     return default_records_dir()
+
+
+def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = True) -> str | None:
+    """Sweep teacher reference ``model:<name>``: a ``<name>`` teacher on ``dataset`` trained with
+    the sweep's data options, protocol and train settings (plus ``train_per_model[<name>]``),
+    seed 0, all of the training data."""
+    from benchmark.trainer import TrainConfig
+
+    tkw = {**sweep.train, **sweep.train_per_model.get(model_name, {})}
+    if "lr_milestones" in tkw:
+        tkw["lr_milestones"] = tuple(tkw["lr_milestones"])
+    tkw["seed"] = 0
+    spec = RunSpec(model=model_name, dataset=dataset,
+                   dataset_options=sweep.dataset_options.get(dataset, {}),
+                   protocol=sweep.protocol.get(dataset, {}), train_fraction=1.0,
+                   hparams=sweep.hparams.get(model_name, {}), train=TrainConfig(**tkw),
+                   tag="teacher")
+    if not create:
+        if not is_finished(_records(), spec.run_id()):
+            return None
+        # the store key depends on the trained weights; find the store made from this run
+        for meta in sorted(default_label_root().glob("*/meta.json")):
+            try:
+                md = json.loads(meta.read_text()).get("metadata", {})
+                if md.get("teacher_run_id") == spec.run_id():
+                    return str(meta.parent)
+            except json.JSONDecodeError:
+                continue
+        return None
+    return str(label_from_model(spec).path)
+
+
+def _register() -> None:
+    from benchmark.sweep import register_teacher_resolver
+
+    register_teacher_resolver("model", resolve_model_teacher)
+
+
+_register()
