@@ -1,0 +1,192 @@
+"""The leaderboard directory: append-only entries, duplicate detection, atomic updates.
+
+Layout under the root (default ``results/leaderboard``, or ``$FLOWDISTILL_LEADERBOARD``)::
+
+    entries/<dataset>/<board>/<entry_id>.json   one file per accepted submission, never edited
+    README.md                                   markdown tables (rendered)
+    index.html                                  sortable static page (rendered)
+
+``<board>`` is the protocol hash (plus ``-o<hash>`` for non-default dataset options) and
+``<entry_id>`` is ``<model>-<first 12 hex of the predictions' sha256>``. A submission is fully
+validated, then, holding an exclusive lock on the root directory, checked for duplicates (same
+predictions hash anywhere on the leaderboard), the pages are rendered in memory, and only then
+is anything written: the entry (created exclusively through a hard link from a temporary file)
+and the two pages (each atomically replaced). A failure while writing restores the previous
+state, so a rejected submission leaves the directory byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..records import load_records, now_iso
+from . import npzsafe
+from .render import render_pages
+from .schema import SubmissionError
+from .validate import ValidationResult, validate_submission
+
+ENTRY_VERSION = 1
+ENV_ROOT = "FLOWDISTILL_LEADERBOARD"
+PAGES = ("README.md", "index.html")
+
+
+def default_root() -> Path:
+    from ..experiment import REPO_ROOT
+
+    return Path(os.environ.get(ENV_ROOT, REPO_ROOT / "results" / "leaderboard"))
+
+
+def default_records_dir() -> Path:
+    from ..experiment import default_records_dir as records
+
+    return records()
+
+
+def load_entries(root: Path) -> list[dict]:
+    """Every entry under ``root/entries`` (sorted by path); an unreadable one raises naming it."""
+    out = []
+    base = Path(root) / "entries"
+    if not base.is_dir():
+        return out
+    for p in sorted(base.glob("*/*/*.json")):
+        try:
+            entry = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: unreadable leaderboard entry ({e})") from e
+        if not isinstance(entry, dict) or "predictions_sha256" not in entry:
+            raise ValueError(f"{p}: not a leaderboard entry (no predictions_sha256)")
+        out.append(entry)
+    return out
+
+
+def make_entry(result: ValidationResult, created: str | None = None) -> dict:
+    """The stored form of an accepted submission: metadata + recomputed metrics + hash."""
+    t = result.target
+    meta = result.metadata
+    return {
+        "entry_version": ENTRY_VERSION,
+        "entry_id": f"{meta['model']}-{result.predictions_sha256[:12]}",
+        "dataset": t.dataset,
+        "dataset_options": t.dataset_options,
+        "protocol": t.protocol.evaluation_dict(),
+        "protocol_hash": t.protocol_hash,
+        "board": t.board,
+        "metadata": meta,
+        "metrics": {"test": result.metrics},
+        "ignored_claims": sorted(result.ignored),
+        "predictions_sha256": result.predictions_sha256,
+        "num_test_windows": result.num_windows,
+        "submitted": created or now_iso(),
+        "validated_with": _suite_version(),
+    }
+
+
+def _suite_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def entry_path(root: Path, entry: dict) -> Path:
+    return Path(root) / "entries" / entry["dataset"] / entry["board"] / f"{entry['entry_id']}.json"
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Exclusive advisory lock on the root directory itself (no lock file is left behind)."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _create_exclusive(path: Path, text: str) -> None:
+    """Write a new file atomically; fail if ``path`` exists (hard link of a finished temp file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, npzsafe.file_mode())
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def write_pages(root: Path, pages: dict[str, str]) -> None:
+    """Replace the rendered pages atomically (only those whose content changed)."""
+    for name, text in pages.items():
+        p = Path(root) / name
+        if not p.exists() or p.read_text() != text:
+            npzsafe.atomic_write_bytes(p, text.encode())
+
+
+def render(root: Path | None = None, records_dir: Path | None = None) -> dict[str, str]:
+    """Re-render README.md and index.html from the entries and the run records."""
+    root = Path(root or default_root())
+    records_dir = Path(records_dir or default_records_dir())
+    records = load_records(records_dir) if records_dir.is_dir() else []
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        pages = render_pages(load_entries(root), records)
+        write_pages(root, pages)
+    return pages
+
+
+def submit(file: str | Path, root: Path | None = None, records_dir: Path | None = None,
+           max_bytes: int = npzsafe.DEFAULT_MAX_BYTES) -> tuple[dict, Path]:
+    """Validate ``file`` and add it as a new entry, then re-render (see the module docstring).
+
+    Returns:
+        (entry, path of the entry file).
+    """
+    root = Path(root or default_root())
+    records_dir = Path(records_dir or default_records_dir())
+    result = validate_submission(file, max_bytes=max_bytes)
+    records = load_records(records_dir) if records_dir.is_dir() else []
+    entry = make_entry(result)
+    root_created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        existing = load_entries(root)
+        for e in existing:
+            if e["predictions_sha256"] == result.predictions_sha256:
+                raise SubmissionError(result.npz_path, "predictions",
+                                      f"duplicate submission: predictions sha256 "
+                                      f"{result.predictions_sha256[:16]}... already on the "
+                                      f"leaderboard as entry {e.get('entry_id')!r}")
+        path = entry_path(root, entry)
+        if path.exists():  # pragma: no cover - same id implies same hash, caught above
+            raise SubmissionError(result.npz_path, "entry_id", f"{path} exists")
+        pages = render_pages([*existing, entry], records)
+        old = {n: (root / n).read_bytes() for n in PAGES if (root / n).exists()}
+        created_dirs = [d for d in (path.parent.parent.parent, path.parent.parent, path.parent)
+                        if not d.exists()]
+        if root_created:
+            created_dirs.insert(0, root)
+        try:
+            _create_exclusive(path, json.dumps(entry, indent=1, sort_keys=True) + "\n")
+            write_pages(root, pages)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            for n in PAGES:
+                if n in old:
+                    npzsafe.atomic_write_bytes(root / n, old[n])
+                else:
+                    (root / n).unlink(missing_ok=True)
+            for d in reversed(created_dirs):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+    return entry, path
