@@ -1,0 +1,127 @@
+"""Rebuild every table and figure of the paper from run records alone.
+
+    python -m paper.build --records results/records --out results/
+
+(or ``flowdistill figures``). Tables go to ``<out>/tables/`` (markdown + LaTeX), figures to
+``<out>/figures/`` (PNG + PDF). Which records feed what:
+
+* accuracy and efficiency tables, error per horizon, predicted vs true series: sweep ``main``
+  (every record when no record carries that tag), full training data;
+* training-fraction table and figure: sweep ``fraction`` (else every record);
+* ablation table: sweep ``ablation`` (else every record), flowdistill and its variants;
+* scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``.
+
+When several records share dataset, protocol, model, teacher, fraction and seed, the newest
+counts. A table or figure whose records are absent is skipped with a printed note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .figures import fraction_figure, horizon_figure, scaling_figure, series_figure
+from .frame import dedupe, load_frame, select_tag
+from .scaling import load_scaling, scaling_table
+from .tables import ablation_table, accuracy_table, efficiency_table, fraction_table
+
+RUN_KEYS = ("dataset", "protocol_hash", "model", "teacher_kind", "train_fraction", "seed")
+
+
+@dataclass
+class BuildConfig:
+    """Inputs and outputs of the build.
+
+    Attributes:
+        records: run-record directory, searched recursively (default ``$FLOWDISTILL_RECORDS``,
+            else ``results/records``).
+        out: output root; tables go to ``out/tables``, figures to ``out/figures``.
+        runs: run directories holding ``<run_id>/test_predictions.npz``, optional (default
+            ``$FLOWDISTILL_RUNS``, else ``runs``).
+        scaling: scaling rows directory (default ``out/scaling``).
+        main_tag, fraction_tag, ablation_tag: sweep names feeding each experiment.
+        digits: decimals of the error tables.
+    """
+
+    records: Path = field(default_factory=lambda: Path(
+        os.environ.get("FLOWDISTILL_RECORDS", "results/records")))
+    out: Path = Path("results")
+    runs: Path = field(default_factory=lambda: Path(os.environ.get("FLOWDISTILL_RUNS", "runs")))
+    scaling: Path | None = None
+    main_tag: str = "main"
+    fraction_tag: str = "fraction"
+    ablation_tag: str = "ablation"
+    digits: int = 2
+
+
+def experiment_frame(frame: pd.DataFrame, tag: str, purpose: str, full_data: bool) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    sel = select_tag(frame, tag, purpose)
+    if full_data:
+        sel = sel[sel["train_fraction"] == 1.0]
+    return dedupe(sel, RUN_KEYS, purpose)
+
+
+def build(cfg: BuildConfig) -> dict[str, list[Path]]:
+    """Write every table and figure the records allow; return ``{output name: paths}``."""
+    frame = load_frame(cfg.records)
+    tables, figures = Path(cfg.out) / "tables", Path(cfg.out) / "figures"
+    runs = frame
+    if not frame.empty:  # scaling runs measure cost on synthetic graphs, not accuracy
+        is_scaling = frame["tag"] == "scaling"
+        if "num_nodes" in frame:
+            is_scaling |= frame["num_nodes"].notna()
+        runs = frame[~is_scaling]
+    main = experiment_frame(runs, cfg.main_tag, "accuracy", full_data=True)
+    frac = experiment_frame(runs, cfg.fraction_tag, "training fraction", full_data=False)
+    abl = experiment_frame(runs, cfg.ablation_tag, "ablation", full_data=False)
+    rows = load_scaling(cfg.scaling or Path(cfg.out) / "scaling", frame)
+    return {
+        "accuracy table": accuracy_table(main, tables, digits=cfg.digits),
+        "efficiency table": efficiency_table(main, tables),
+        "ablation table": ablation_table(abl, tables, digits=cfg.digits),
+        "training-fraction table": fraction_table(frac, tables, digits=cfg.digits),
+        "scaling table": scaling_table(rows, tables),
+        "error vs training fraction": fraction_figure(frac, figures),
+        "error per horizon": horizon_figure(main, figures),
+        "latency and memory vs N": scaling_figure(rows, figures),
+        "predicted vs true series": series_figure(main, figures, cfg.runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = BuildConfig()
+    p = argparse.ArgumentParser(prog="python -m paper.build", description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=Path, default=d.records)
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--runs", type=Path, default=d.runs,
+                   help="run directories with test_predictions.npz (series figure)")
+    p.add_argument("--scaling", type=Path, help="scaling rows directory (default <out>/scaling)")
+    p.add_argument("--main-tag", default=d.main_tag)
+    p.add_argument("--fraction-tag", default=d.fraction_tag)
+    p.add_argument("--ablation-tag", default=d.ablation_tag)
+    p.add_argument("--digits", type=int, default=d.digits)
+    a = p.parse_args(argv)
+    cfg = BuildConfig(records=a.records, out=a.out, runs=a.runs, scaling=a.scaling,
+                      main_tag=a.main_tag, fraction_tag=a.fraction_tag,
+                      ablation_tag=a.ablation_tag, digits=a.digits)
+    try:
+        outputs = build(cfg)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nfrom the records in {cfg.records}:")
+    for name, paths in outputs.items():
+        where = ", ".join(str(p) for p in paths) if paths else "(skipped)"
+        print(f"  {name:28s} {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Scaling rows (latency and memory against the number of nodes N) and their table.
+
+Rows come from ``results/scaling/*.json`` (written by ``benchmarks/scaling.py``): each file holds
+one row, a list of rows, or ``{"rows": [...]}``; a row is ``{model, num_nodes, status ("ok" |
+"oom" | "error"), device, latency_ms_median, latency_ms_p95, peak_memory_mb_inference, ...}``.
+Run records whose efficiency carries ``num_nodes`` (or whose sweep tag is ``scaling``) add rows
+too. Runs that ran out of memory stay in the table and figure as ``OOM``; they are not dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .frame import model_sort_key
+from .render import Cell, Section, Table, write_tables
+
+REQUIRED = ("model", "num_nodes")
+STATUSES = ("ok", "oom", "error")
+VALUE_COLUMNS = ("latency_ms_median", "latency_ms_p95", "peak_memory_mb_inference")
+
+
+def _rows_of(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read scaling rows ({e})") from e
+    rows = data.get("rows", [data]) if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a row, a list of rows or {{'rows': [...]}}")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {i} is not an object")
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            raise ValueError(f"{path}: row {i} lacks {missing}")
+        status = str(row.get("status", "ok")).lower()
+        if status not in STATUSES:
+            raise ValueError(f"{path}: row {i} has status {status!r}, expected one of {STATUSES}")
+        out.append({**row, "status": status, "num_nodes": int(row["num_nodes"]),
+                    "device": str(row.get("device", "") or ""), "source": str(path)})
+    return out
+
+
+def _rows_from_records(frame: pd.DataFrame) -> list[dict]:
+    if frame.empty:
+        return []
+    has_n = frame["num_nodes"].notna() if "num_nodes" in frame else False
+    pick = frame[has_n | (frame["tag"] == "scaling")]
+    out = []
+    for _, r in pick.iterrows():
+        if "num_nodes" not in r or pd.isna(r["num_nodes"]):
+            print(f"note: {r['run_id']}: tagged 'scaling' but its efficiency has no num_nodes; "
+                  "left out of the scaling figure")
+            continue
+        row = {"model": r["model"], "num_nodes": int(r["num_nodes"]), "status": "ok",
+               "device": str(r.get("gpu") or r.get("device") or ""), "source": r["run_id"]}
+        for c in VALUE_COLUMNS:
+            row[c] = r.get(c, float("nan"))
+        out.append(row)
+    return out
+
+
+def load_scaling(scaling_dir: Path | None, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every scaling row from ``scaling_dir`` (if it exists) and from the records ``frame``;
+    the last row per (model, num_nodes, device) wins (files are read in name order)."""
+    rows: list[dict] = []
+    if scaling_dir is not None and Path(scaling_dir).is_dir():
+        for p in sorted(Path(scaling_dir).rglob("*.json")):
+            rows += _rows_of(p)
+    if frame is not None:
+        rows += _rows_from_records(frame)
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    for c in VALUE_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
+    return (df.drop_duplicates(["model", "num_nodes", "device"], keep="last")
+            .sort_values(["device", "num_nodes", "model"]).reset_index(drop=True))
+
+
+def _cell(row: pd.Series | None, col: str, digits: int) -> Cell:
+    if row is None:
+        return Cell()
+    if row["status"] != "ok":
+        return Cell(text="OOM" if row["status"] == "oom" else "error")
+    v = row[col]
+    return Cell(mean=None if pd.isna(v) else float(v), digits=digits)
+
+
+def _sources(paths: pd.Series, most: int = 6) -> str:
+    names = sorted({Path(p).name for p in paths})
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more + "."
+
+
+def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("flowdistill",
+                  "gwnet"), stem: str = "scaling") -> list[Path]:
+    """Rows = N, columns = latency (median, ms) and inference peak memory (MB) per model, plus the
+    ``pair[1] / pair[0]`` ratios (how many times slower / larger the graph model is)."""
+    if rows.empty:
+        print(f"skip {stem}: no scaling rows (results/scaling/*.json or records with num_nodes)")
+        return []
+    models = sorted(rows["model"].unique(), key=model_sort_key)
+    groups = [(m, ["ms", "MB"]) for m in models]
+    with_ratio = pair[0] in models and pair[1] in models
+    if with_ratio:
+        groups.append((f"{pair[1]} / {pair[0]}", ["latency", "memory"]))
+    sections = []
+    for device, dg in rows.groupby("device", sort=True):
+        sec = Section(f"device: {device}" if device else None)
+        for n in sorted(dg["num_nodes"].unique()):
+            at = dg[dg["num_nodes"] == n].set_index("model")
+            cells = [Cell(text=f"{int(n):,}")]
+            for m in models:
+                r = at.loc[m] if m in at.index else None
+                cells += [_cell(r, "latency_ms_median", 2), _cell(r, "peak_memory_mb_inference", 1)]
+            if with_ratio:
+                for c in ("latency_ms_median", "peak_memory_mb_inference"):
+                    a = at.loc[pair[0]] if pair[0] in at.index else None
+                    b = at.loc[pair[1]] if pair[1] in at.index else None
+                    ok = a is not None and b is not None and a["status"] == b["status"] == "ok"
+                    ratio = b[c] / a[c] if ok and a[c] and a[c] > 0 else float("nan")
+                    cells.append(Cell(mean=ratio if math.isfinite(ratio) else None, digits=1))
+            sec.rows.append(cells)
+        sections.append(sec)
+    table = Table(caption="Inference latency (median, ms) and peak inference memory (MB) vs the "
+                          "number of nodes N", label=f"tab:{stem}", row_header=["N"],
+                  column_groups=groups, sections=sections,
+                  note="OOM: ran out of memory; error: failed for another reason. Sources: "
+                       + _sources(rows["source"]))
+    return write_tables([table], out_dir, stem, "Scaling with the number of nodes")

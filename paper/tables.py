@@ -1,0 +1,266 @@
+"""The paper's tables, built from a records frame (:func:`paper.frame.load_frame`) alone.
+
+Each function takes the frame and an output directory, writes ``<name>.md`` and ``<name>.tex``
+and returns their paths; with no suitable records it prints why and returns ``[]``. Numbers are
+means over seeds with the sample standard deviation (``mean ± std``; the mean alone for one
+seed); the lowest error per column and section is bold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.records import aggregate
+
+from .frame import (
+    AVG,
+    METRIC_LABELS,
+    METRICS,
+    channels_of,
+    metric_column,
+    model_sort_key,
+    report_horizons,
+)
+from .render import Cell, Section, Table, mark_best, write_tables
+
+ABLATION_MODELS = {
+    "flowdistill": "full method",
+    "flowdistill-noib": "no information bottleneck",
+    "flowdistill-notb": "no teacher-bounded loss",
+    "flowdistill-kd": "plus direct soft-label term",
+    "flowdistill-noteacher": "no teacher",
+    "mlp": "plain MLP, no VIB, no teacher",
+}
+
+
+def _skip(what: str, why: str) -> list[Path]:
+    print(f"skip {what}: {why}")
+    return []
+
+
+def dataset_groups(frame: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, str]]:
+    """``(dataset, protocol_hash, rows, suffix)``; ``suffix`` names the protocol when one dataset
+    was run under several (e.g. the STGCN paper's protocol beside the default one)."""
+    for dataset, dg in frame.groupby("dataset", sort=True):
+        hashes = sorted(dg["protocol_hash"].unique(), key=lambda h: (-int((dg.protocol_hash == h)
+                                                                          .sum()), h))
+        for h in hashes:
+            g = dg[dg["protocol_hash"] == h]
+            suffix = f" [protocol {h[:8]}]" if len(hashes) > 1 else ""
+            yield str(dataset), str(h), g, suffix
+
+
+def _label(dataset: str, phash: str, suffix: str) -> str:
+    return dataset.replace("_", "-") + (f"-{phash[:8]}" if suffix else "")
+
+
+def _protocol_text(g: pd.DataFrame) -> str:
+    if {"input_len", "horizon"} <= set(g.columns) and g["horizon"].notna().any():
+        return f"{int(g['input_len'].iloc[0])} steps in, {int(g['horizon'].iloc[0])} out"
+    return ""
+
+
+def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, str]]:
+    keys = g[["model", "teacher_kind"]].drop_duplicates().itertuples(index=False, name=None)
+    return sorted(keys, key=lambda k: (order(k[0]), k[1]))
+
+
+def _ablation_order(model: str) -> int:
+    """The full method first, then its ablations in :data:`ABLATION_MODELS` order."""
+    return list(ABLATION_MODELS).index(model)
+
+
+def _model_label(model: str, teacher: str, g: pd.DataFrame) -> str:
+    """The model name, plus its teacher when one model appears with several teachers."""
+    if g.loc[g["model"] == model, "teacher_kind"].nunique() > 1:
+        return f"{model} [{teacher or 'no teacher'}]"
+    return model
+
+
+def _value_cells(agg_row: pd.Series | None, cols: list[str], digits: int) -> list[Cell]:
+    cells = []
+    for c in cols:
+        if agg_row is None or f"{c}_mean" not in agg_row:
+            cells.append(Cell(digits=digits))
+            continue
+        mean, std = agg_row[f"{c}_mean"], agg_row[f"{c}_std"]
+        cells.append(Cell(mean=None if pd.isna(mean) else float(mean),
+                          std=None if pd.isna(std) else float(std), digits=digits))
+    return cells
+
+
+def _metric_section(g: pd.DataFrame, title: str | None, keys: list[str], channel: str | None,
+                    metrics: tuple[str, ...], digits: int, labels,
+                    order=model_sort_key) -> Section:
+    """Rows (one per model and teacher) of ``metric@key`` means over seeds, plus a seed count."""
+    cols = [metric_column(m, k, channel) for k in keys for m in metrics]
+    present = tuple(c for c in cols if c in g.columns)
+    agg = aggregate(g, by=("model", "teacher_kind"), metrics=present)
+    sec = Section(title)
+    for model, teacher in _row_keys(g, order):
+        hit = agg[(agg["model"] == model) & (agg["teacher_kind"] == teacher)]
+        row = hit.iloc[0] if len(hit) else None
+        cells = labels(model, teacher) + _value_cells(row, cols, digits)
+        seeds = int(row["seeds"]) if row is not None else 0
+        sec.rows.append(cells + [Cell(text=str(seeds))])
+    n_labels = len(labels("", ""))
+    mark_best(sec, n_labels, list(range(len(cols))))
+    return sec
+
+
+def _metric_groups(keys: list[str], metrics: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    names = [METRIC_LABELS.get(m, m) for m in metrics]
+    return ([("Avg." if k == AVG else k, names) for k in keys] + [("", ["Seeds"])])
+
+
+def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] = METRICS,
+                   digits: int = 2, stem: str = "accuracy") -> list[Path]:
+    """Per dataset: models x {MAE, RMSE, MAPE} at each reported horizon and averaged over horizons
+    (mean of per-horizon errors), for all channels and then per channel (inflow/outflow)."""
+    if frame.empty:
+        return _skip(stem, "no records")
+    tables = []
+    for dataset, phash, g, suffix in dataset_groups(frame):
+        keys = [f"@{h}" for h in report_horizons(g)] + [AVG]
+        channels = channels_of(g)
+        sections = []
+        for ch in [None] + channels:
+            title = ("all channels" if channels else None) if ch is None else ch
+            sections.append(_metric_section(g, title, keys, ch, metrics, digits,
+                                            lambda m, t, g=g: [Cell(text=_model_label(m, t, g))]))
+        proto = _protocol_text(g)
+        tables.append(Table(
+            caption=f"{dataset}{suffix}: test error, mean ± std over seeds"
+                    + (f" ({proto})" if proto else ""),
+            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            column_groups=_metric_groups(keys, metrics), sections=sections,
+            note="@h: error at horizon step h; Avg.: mean of the per-step errors. "
+                 "Bold: lowest mean per column."))
+    return write_tables(tables, out_dir, stem, "Forecasting accuracy")
+
+
+def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] = METRICS,
+                   digits: int = 2, stem: str = "ablation") -> list[Path]:
+    """FlowDistill vs its ablations (and teacher kinds), per dataset and training fraction."""
+    sub = frame[frame["model"].isin(ABLATION_MODELS)] if not frame.empty else frame
+    if sub.empty:
+        return _skip(stem, "no records of flowdistill or its variants")
+    tables = []
+    for dataset, phash, g, suffix in dataset_groups(sub):
+        keys = [f"@{h}" for h in report_horizons(g)] + [AVG]
+        sections = []
+        for frac in sorted(g["train_fraction"].unique(), reverse=True):
+            gf = g[g["train_fraction"] == frac]
+            sections.append(_metric_section(
+                gf, f"{frac:.0%} of the training data", keys, None, metrics, digits,
+                lambda m, t: [Cell(text=m), Cell(text=t or "–")], order=_ablation_order))
+        variants = "; ".join(f"{m}: {d}" for m, d in ABLATION_MODELS.items()
+                             if m in set(g["model"]))
+        tables.append(Table(
+            caption=f"{dataset}{suffix}: ablation, test error, mean ± std over seeds",
+            label=f"tab:{stem}-{_label(dataset, phash, suffix)}",
+            row_header=["Variant", "Teacher"], column_groups=_metric_groups(keys, metrics),
+            sections=sections, note=variants + ". Bold: lowest mean per column."))
+    return write_tables(tables, out_dir, stem, "Ablation")
+
+
+def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key: str = AVG,
+                   digits: int = 2, stem: str = "fraction") -> list[Path]:
+    """Per dataset: models x training fractions, ``metric`` (mean over horizons by default)."""
+    if frame.empty:
+        return _skip(stem, "no records")
+    col = metric_column(metric, key)
+    tables = []
+    for dataset, phash, g, suffix in dataset_groups(frame):
+        fracs = sorted(g["train_fraction"].unique())
+        if len(fracs) < 2 or col not in g.columns:
+            continue
+        agg = aggregate(g, by=("model", "teacher_kind", "train_fraction"), metrics=(col,))
+        sec = Section(None)
+        for model, teacher in _row_keys(g):
+            if g[(g.model == model) & (g.teacher_kind == teacher)]["train_fraction"].nunique() < 2:
+                continue
+            cells = [Cell(text=_model_label(model, teacher, g))]
+            for f in fracs:
+                hit = agg[(agg.model == model) & (agg.teacher_kind == teacher)
+                          & (agg.train_fraction == f)]
+                cells += _value_cells(hit.iloc[0] if len(hit) else None, [col], digits)
+            sec.rows.append(cells)
+        if not sec.rows:
+            continue
+        mark_best(sec, 1)
+        over = "mean over horizons" if key == AVG else key
+        what = f"{METRIC_LABELS.get(metric, metric)} ({over})"
+        tables.append(Table(
+            caption=f"{dataset}{suffix}: test {what} vs share of the training data",
+            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            column_groups=[("Training data", [f"{f:.0%}" for f in fracs])], sections=[sec],
+            note="Mean ± std over seeds; the most recent share of the training period. "
+                 "Bold: lowest mean per column."))
+    if not tables:
+        return _skip(stem, "no dataset has records at two or more training fractions")
+    return write_tables(tables, out_dir, stem, "Error vs training data")
+
+
+EFFICIENCY_COLUMNS = (  # (frame column, group, column title, digits)
+    ("params", "", "Params", 0),
+    ("seconds_per_epoch", "Training", "s/epoch", 2),
+    ("peak_memory_mb_train", "Training", "peak MB", 1),
+    ("peak_memory_mb_inference", "Inference", "peak MB", 1),
+    ("latency_ms_b1_median", "Latency b=1 (ms)", "median", 2),
+    ("latency_ms_b1_p95", "Latency b=1 (ms)", "p95", 2),
+    ("latency_ms_median", "Latency b={B} (ms)", "median", 2),
+    ("latency_ms_p95", "Latency b={B} (ms)", "p95", 2),
+)
+
+
+def efficiency_table(frame: pd.DataFrame, out_dir: Path, stem: str = "efficiency") -> list[Path]:
+    """Per dataset: parameters, training seconds per epoch, peak memory of training and inference,
+    latency at batch 1 and at the fixed batch (median, p95) and the device; means over seeds."""
+    if frame.empty:
+        return _skip(stem, "no records")
+    tables = []
+    for dataset, phash, g, suffix in dataset_groups(frame):
+        g = g.copy()
+        if "seconds_per_epoch" in g and "epochs_run" in g:  # closed-form fits have no epochs
+            g.loc[g["epochs_run"].fillna(0) <= 0, "seconds_per_epoch"] = float("nan")
+        cols = [c for c, *_ in EFFICIENCY_COLUMNS if c in g.columns]
+        if not any(c.startswith(("latency", "peak")) for c in cols):
+            print(f"skip {stem} for {dataset}: records carry no efficiency measurements")
+            continue
+        batch = (int(g["latency_batch"].dropna().mode().iloc[0])
+                 if "latency_batch" in g and g["latency_batch"].notna().any() else "B")
+        means = g.groupby("model")[cols].mean(numeric_only=True)
+        sec = Section(None)
+        for model in sorted(means.index, key=model_sort_key):
+            cells = [Cell(text=model)]
+            for c, _, _, digits in EFFICIENCY_COLUMNS:
+                v = means.at[model, c] if c in means.columns else float("nan")
+                cells.append(Cell(mean=None if pd.isna(v) else float(v), digits=digits,
+                                  thousands=c == "params"))
+            rows = g[g["model"] == model]
+            gpu = rows["gpu"].fillna("") if "gpu" in rows else pd.Series([""] * len(rows))
+            dev = rows["device"].fillna("") if "device" in rows else pd.Series([""] * len(rows))
+            names = sorted({(gg or d) for gg, d in zip(gpu, dev, strict=True) if (gg or d)})
+            cells.append(Cell(text=", ".join(names) or "–"))
+            sec.rows.append(cells)
+        groups: list[tuple[str, list[str]]] = []
+        for _, grp, title, _ in EFFICIENCY_COLUMNS:
+            grp = grp.format(B=batch)
+            if groups and groups[-1][0] == grp and grp:
+                groups[-1][1].append(title)
+            else:
+                groups.append((grp, [title]))
+        groups.append(("", ["Device"]))
+        tables.append(Table(
+            caption=f"{dataset}{suffix}: model size, training cost and inference cost",
+            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            column_groups=groups, sections=[sec],
+            note="Means over seeds. Peak memory: CUDA max allocated on a GPU, resident-set "
+                 "increase on a CPU. s/epoch: – for closed-form fits."))
+    if not tables:
+        return _skip(stem, "no records with efficiency measurements")
+    return write_tables(tables, out_dir, stem, "Efficiency")
