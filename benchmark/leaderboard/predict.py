@@ -24,11 +24,12 @@ from ..experiment import (
     default_records_dir,
     default_runs_dir,
     load_prepared,
+    load_trained_model,
     make_objective,
 )
 from ..models import ModelContext, build_model, count_parameters
 from ..records import hardware_info, is_finished
-from ..trainer import Trainer, load_checkpoint, resolve_device
+from ..trainer import Trainer, resolve_device
 from . import npzsafe
 from .schema import check_name
 from .validate import ValidationResult, validate_submission
@@ -58,17 +59,16 @@ def train_or_reuse(spec: RunSpec, runs_dir: Path | None = None,
     runs_dir = Path(runs_dir or default_runs_dir())
     records_dir = Path(records_dir or default_records_dir())
     prepared = load_prepared(spec)
-    model = build_model(spec.model, ModelContext.from_prepared(prepared), spec.hparams)
     objective = make_objective(spec)
     check_teacher_matches(objective.teacher_labels(), spec.dataset, prepared.protocol)
     run_id = spec.run_id()
     ckpt_dir = runs_dir / run_id
-    trainer = Trainer(model, prepared, spec.train, objective, ckpt_dir)
     best = ckpt_dir / "best.pt"
-    if not getattr(model, "closed_form", False) and best.exists() \
-            and is_finished(records_dir, run_id):
-        model.load_state_dict(load_checkpoint(best)["model"])
-        return trainer, f"reused {best}"
+    if best.exists() and is_finished(records_dir, run_id):
+        model = load_trained_model(spec, prepared, runs_dir)
+        return Trainer(model, prepared, spec.train, objective, ckpt_dir), f"reused {best}"
+    model = build_model(spec.model, ModelContext.from_prepared(prepared), spec.hparams)
+    trainer = Trainer(model, prepared, spec.train, objective, ckpt_dir)
     trainer.fit()
     return trainer, "fitted" if getattr(model, "closed_form", False) else f"trained ({ckpt_dir})"
 
