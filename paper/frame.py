@@ -25,7 +25,7 @@ METRIC_LABELS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)"}
 AVG = "avg"  # key of the mean-of-horizons summary in tables and column helpers
 
 # Publication order: simple references, graph baselines (by year), then the method's variants.
-MODEL_ORDER = ("last-value", "ha-slot", "ha-week", "ridge", "dcrnn", "stgcn", "stgcn-1st",
+MODEL_ORDER = ("last-value", "ha-slot", "ha-week", "ridge", "dcrnn", "stgcn", "stgcn-gcn",
                "astgcn", "tgcn", "gwnet", "stsgcn", "agcrn", "mtgnn", "stwa", "stid", "mlp",
                "flowdistill-noteacher", "flowdistill-noib", "flowdistill-notb", "flowdistill-kd",
                "flowdistill")
