@@ -44,7 +44,8 @@ class BuildConfig:
         runs: run directories holding ``<run_id>/test_predictions.npz``, optional (default
             ``$FLOWDISTILL_RUNS``, else ``runs``).
         scaling: scaling rows directory (default ``out/scaling``).
-        main_tag, fraction_tag, ablation_tag: sweep names feeding each experiment.
+        main_tag, fraction_tag, ablation_tag: sweep names feeding each experiment
+            (comma-separated for several, e.g. ``"baselines,student"``).
         digits: decimals of the error tables.
     """
 

@@ -103,10 +103,12 @@ def load_frame(records_dir: Path) -> pd.DataFrame:
 
 
 def select_tag(frame: pd.DataFrame, tag: str | None, purpose: str) -> pd.DataFrame:
-    """Records of sweep ``tag`` when there are any, else every record (with a printed note)."""
+    """Records of the sweep(s) ``tag`` (comma-separated names) when there are any, else every
+    record (with a printed note)."""
     if frame.empty or not tag:
         return frame
-    chosen = frame[frame["tag"] == tag]
+    tags = [t.strip() for t in tag.split(",") if t.strip()]
+    chosen = frame[frame["tag"].isin(tags)]
     if chosen.empty:
         print(f"note: {purpose}: no records tagged {tag!r}; using every record")
         return frame

@@ -120,6 +120,13 @@ def test_run_tag_and_teacher_kind(paper):
     assert paper.frame.teacher_kind(None) == ""
 
 
+def test_select_tag_takes_several_sweeps_and_falls_back(paper, built):
+    frame = paper.frame.load_frame(built.cfg.records)
+    both = paper.frame.select_tag(frame, "fraction, ablation", "test")
+    assert set(both["tag"]) == {"fraction", "ablation"}
+    assert len(paper.frame.select_tag(frame, "nope", "test")) == len(frame)
+
+
 def test_accuracy_table_means_stds_and_bold_best(built):
     md = (built.tables / "accuracy.md").read_text()
     tex = (built.tables / "accuracy.tex").read_text()
