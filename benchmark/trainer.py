@@ -41,6 +41,9 @@ class TrainConfig:
         seed: seed for torch, numpy and Python.
         deterministic: ask torch for deterministic algorithms.
         max_train_batches: cap on training batches per epoch (smoke runs); None = all.
+        time_budget_s: stop after the epoch during which the cumulative training time passes
+            this many seconds (equal-time comparisons, bounded GPU sessions); None = no limit.
+            The record says when a run was stopped by its budget.
         num_threads: torch intra-op threads (None: leave as is).
         device: "cpu", "cuda" or "auto".
         progress: show tqdm bars.
@@ -59,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True
     max_train_batches: int | None = None
+    time_budget_s: float | None = None
     num_threads: int | None = None
     device: str = "cpu"
     progress: bool = True
@@ -111,6 +115,7 @@ class FitResult:
     seconds_per_epoch: float
     history: list[dict] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    stopped_by: str = "max_epochs"
 
 
 class Trainer:
@@ -185,9 +190,13 @@ class Trainer:
         n_batches = self.prepared.num_batches("train", cfg.batch_size)
         if cfg.max_train_batches:
             n_batches = min(n_batches, cfg.max_train_batches)
-        epoch = start_epoch - 1
+        stopped_by = "max_epochs"
         for epoch in range(start_epoch, cfg.epochs):
             if bad_epochs >= cfg.patience:
+                stopped_by = "early_stopping"
+                break
+            if cfg.time_budget_s is not None and train_seconds >= cfg.time_budget_s:
+                stopped_by = "time_budget"
                 break
             t0 = time.perf_counter()
             self.model.train()
@@ -252,7 +261,7 @@ class Trainer:
             self.model.load_state_dict(best_state)
         epochs_run = len(history)
         return FitResult(epochs_run, best_epoch, best_val, train_seconds,
-                         train_seconds / max(1, epochs_run), history, resumed)
+                         train_seconds / max(1, epochs_run), history, resumed, stopped_by)
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
