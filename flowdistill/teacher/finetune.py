@@ -1,0 +1,554 @@
+"""Instruction tuning of the LLM teacher and its checkpoints.
+
+Training samples random (window, node) pairs from the visible training windows of a
+:class:`~benchmark.data.windows.PreparedData`, builds their prompts
+(:mod:`flowdistill.teacher.prompts`) and minimises a regression loss between the head's output
+and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``;
+or MAE), optionally plus ``lm_loss_weight`` times the next-token cross-entropy on the suffix
+text, as UrbanGPT adds the LM loss to its regression loss (Li et al., KDD 2024, Sec. 3.3).
+
+Checkpoint directory (no pickles; tensors in safetensors, ``torch.load(weights_only=True)`` for
+the optimiser state):
+
+    teacher.json          config, backbone, template hash, dataset + protocol (+ hash), scaler,
+                          shapes, training summary, adapter hash
+    tokenizer/            the tokenizer (with the ST tokens)
+    base/                 the from-scratch backbone's initial weights and config (tiny only)
+    weights.safetensors   the fine-tuned tensors (LoRA, ST embeddings, encoder, head; all LM
+                          weights under full tuning), best validation MAE
+    resume/               latest weights, optimizer.pt and state.json, for resuming
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from benchmark.data.protocol import Protocol, protocol_hash
+from benchmark.data.scaler import Scaler
+from benchmark.data.windows import PreparedData
+
+from .backends import PromptBatch, PromptSource
+from .model import (
+    LORA_TARGETS,
+    STTeacher,
+    build_tiny,
+    is_tiny,
+    load_pretrained,
+    prepare_pretrained,
+)
+from .prompts import TEMPLATE_VERSION, PromptBuilder, template_hash
+from .tokenizer import train_word_tokenizer
+
+FORMAT = "flowdistill-teacher"
+FORMAT_VERSION = 1
+CONFIG_FILE = "teacher.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class TeacherCheckpointError(RuntimeError):
+    """A teacher checkpoint is missing a file or does not match the code."""
+
+
+@dataclass
+class TeacherFinetuneConfig:
+    """Fine-tuning settings.
+
+    Attributes:
+        dataset: dataset id (loaded through ``benchmark.data.registry``) unless a PreparedData
+            is handed to :func:`finetune`.
+        protocol: protocol overrides (dict of Protocol fields) on the dataset's default.
+        dataset_options: loader options.
+        backbone: "tiny", "tiny-10m", "smollm2-135m", or a local dir / hub id.
+        tuning: "lora" or "full"; None means "full" for the from-scratch backbones (there are no
+            pretrained weights to preserve) and "lora" for pretrained ones.
+        st_encoder: replace the ``<ST_HIS>`` embeddings with the ST encoder's outputs.
+        encoder_node_embedding: give the ST encoder a learned embedding per node (the teacher
+            then only serves datasets with the same nodes).
+        lora_r, lora_alpha, lora_dropout, lora_targets: peft LoRA settings.
+        head_hidden, encoder_hidden: widths of the regression head and the ST encoder.
+        steps: optimiser steps; batch_size: prompts per step.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay to 10%.
+        loss: "huber" or "mae" on scaled targets; huber_delta: Huber threshold.
+        lm_loss_weight: weight of the next-token loss on the suffix text (0 = off).
+        grad_clip: max global gradient norm.
+        eval_every, eval_pairs: validation MAE (original units) on a fixed random subset of
+            ``eval_pairs`` validation (window, node) pairs every ``eval_every`` steps.
+        save_every: write the resume checkpoint every this many steps.
+        tokenizer_windows: training windows (all nodes each) whose prompts train the tiny
+            tokenizer.
+        reuse_prefix: run the shared prefix once per batch (same numbers, fewer FLOPs).
+        seed: seeds initialisation and the pair sampling (step k uses ``[seed, k]``).
+        num_threads: torch threads (None: leave as is).
+        output_dir: the checkpoint directory.
+        resume: continue from ``output_dir/resume`` when present.
+        progress: tqdm bars.
+    """
+
+    dataset: str = "synthetic"
+    protocol: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    backbone: str = "tiny"
+    tuning: str | None = None
+    st_encoder: bool = False
+    encoder_node_embedding: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    head_hidden: int = 128
+    encoder_hidden: int = 64
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    loss: str = "huber"
+    huber_delta: float = 1.0
+    lm_loss_weight: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_pairs: int = 1024
+    save_every: int = 200
+    tokenizer_windows: int = 200
+    reuse_prefix: bool = True
+    seed: int = 0
+    num_threads: int | None = None
+    output_dir: str = "runs/teacher/default"
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tuning not in (None, "lora", "full"):
+            raise ValueError(f"tuning must be 'lora', 'full' or None, got {self.tuning!r}")
+        if self.loss not in ("huber", "mae"):
+            raise ValueError(f"loss must be 'huber' or 'mae', got {self.loss!r}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps >= 0 and batch_size >= 1 required, got {self.steps}, "
+                             f"{self.batch_size}")
+        self.lora_targets = tuple(self.lora_targets)
+
+    @property
+    def resolved_tuning(self) -> str:
+        return self.tuning or ("full" if is_tiny(self.backbone) else "lora")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TeacherFinetuneConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown teacher config fields {unknown}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- data
+def load_prepared(dataset: str, protocol: Protocol | dict | None = None,
+                  dataset_options: dict | None = None) -> PreparedData:
+    """Load a registered dataset and cut it by ``protocol`` (a Protocol, or overrides on the
+    dataset's default protocol)."""
+    from benchmark.data.registry import default_protocol, load_dataset
+    from benchmark.data.windows import prepare
+
+    data = load_dataset(dataset, **(dataset_options or {}))
+    if not isinstance(protocol, Protocol):
+        base = default_protocol(dataset, data)
+        protocol = base.with_(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in (protocol or {}).items()})
+    return prepare(data, protocol, dataset)
+
+
+def sample_pairs(starts: np.ndarray, num_nodes: int, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` (window start, node) pairs drawn uniformly with replacement."""
+    s = starts[rng.integers(0, len(starts), size)]
+    n = rng.integers(0, num_nodes, size)
+    return s.astype(np.int64), n.astype(np.int64)
+
+
+def targets_for(prepared_scaled: torch.Tensor, starts: np.ndarray, nodes: np.ndarray,
+                input_len: int, horizon: int, target_idx: list[int]) -> torch.Tensor:
+    """Scaled targets ``[P, T_out, C_out]`` of the pairs."""
+    s = torch.as_tensor(starts)
+    iy = s[:, None] + input_len + torch.arange(horizon)[None, :]
+    y = prepared_scaled[iy, torch.as_tensor(nodes)[:, None]]  # [P, T_out, C]
+    return y[..., target_idx]
+
+
+# ---------------------------------------------------------------- build / save / load
+def build_teacher(cfg: TeacherFinetuneConfig, prepared: PreparedData,
+                  builder: PromptBuilder) -> tuple[STTeacher, dict]:
+    """A fresh teacher for ``prepared`` (tokenizer, backbone, LoRA) and its backbone info."""
+    if is_tiny(cfg.backbone):
+        starts = prepared.train_starts
+        k = max(1, len(starts) // max(1, cfg.tokenizer_windows))
+        tok = train_word_tokenizer(builder.corpus(starts[::k][:cfg.tokenizer_windows]))
+        lm = build_tiny(cfg.backbone, len(tok), seed=cfg.seed)
+        info = {"kind": "tiny", "name": cfg.backbone, "pretrained": False}
+    else:
+        lm, tok, info = load_pretrained(cfg.backbone)
+        prepare_pretrained(lm, tok)
+        info["pretrained"] = True
+    teacher = _wrap(lm, tok, cfg, prepared.in_channels, prepared.target_channel_idx,
+                    prepared.protocol, prepared.data.steps_per_day, prepared.num_nodes)
+    return teacher, info
+
+
+def _wrap(lm, tok, cfg: TeacherFinetuneConfig, in_channels: int, target_idx: list[int],
+          protocol: Protocol, steps_per_day: int, num_nodes: int) -> STTeacher:
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed + 1)
+        teacher = STTeacher(lm, tok, in_channels, target_idx, protocol.input_len,
+                            protocol.horizon, steps_per_day, st_encoder=cfg.st_encoder,
+                            head_hidden=cfg.head_hidden, encoder_hidden=cfg.encoder_hidden,
+                            encoder_nodes=num_nodes if cfg.encoder_node_embedding else 0)
+    if cfg.resolved_tuning == "lora":
+        teacher.apply_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    else:
+        teacher.set_full_tuning()
+    return teacher
+
+
+def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 (first 16 hex) over names and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise TeacherCheckpointError(f"{path}: missing")
+    return load_file(str(path))
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _load_state(teacher: STTeacher, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    own = teacher.state_dict()
+    unknown = sorted(set(tensors) - set(own))
+    if unknown:
+        raise TeacherCheckpointError(f"{where}: tensors {unknown[:5]} do not belong to the model")
+    bad = [k for k, v in tensors.items() if own[k].shape != v.shape]
+    if bad:
+        raise TeacherCheckpointError(f"{where}: shape mismatch for {bad[:5]}")
+    teacher.load_state_dict(tensors, strict=False)
+
+
+def load_teacher(checkpoint_dir: str | Path, which: str = "best") -> tuple[STTeacher, dict]:
+    """Rebuild a teacher from a checkpoint directory.
+
+    Args:
+        which: "best" (``weights.safetensors``) or "latest" (``resume/weights.safetensors``).
+
+    Returns:
+        ``(teacher in eval mode, the teacher.json dict)``.
+    """
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    d = Path(checkpoint_dir)
+    meta = read_config(d)
+    cfg = TeacherFinetuneConfig.from_dict(meta["config"])
+    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
+    if meta["backbone"]["kind"] == "tiny":
+        lm = LlamaForCausalLM.from_pretrained(d / "base", dtype=torch.float32)
+    else:
+        lm, _, _ = load_pretrained(cfg.backbone)
+        if lm.get_input_embeddings().weight.shape[0] < len(tok):
+            lm.resize_token_embeddings(len(tok), mean_resizing=False)
+    protocol = Protocol.from_dict(meta["protocol"])
+    teacher = _wrap(lm.float(), tok, cfg, meta["in_channels"], meta["target_channel_idx"],
+                    protocol, meta["steps_per_day"], meta["num_nodes"])
+    path = d / WEIGHTS_FILE if which == "best" else d / "resume" / WEIGHTS_FILE
+    _load_state(teacher, _load_tensors(path), path)
+    return teacher.eval(), meta
+
+
+def read_config(checkpoint_dir: str | Path) -> dict:
+    path = Path(checkpoint_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise TeacherCheckpointError(f"{path}: not a teacher checkpoint (no {CONFIG_FILE})")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise TeacherCheckpointError(f"{path}: format {meta.get('format')!r} v"
+                                     f"{meta.get('format_version')}, expected {FORMAT} v"
+                                     f"{FORMAT_VERSION}")
+    return meta
+
+
+def info(checkpoint_dir: str | Path) -> dict:
+    """A summary of a checkpoint: backbone, template, dataset, training result, files."""
+    d = Path(checkpoint_dir)
+    meta = read_config(d)
+    files = {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        "checkpoint": str(d),
+        "teacher_id": meta["teacher_id"],
+        "backbone": meta["backbone"],
+        "tuning": meta["tuning"],
+        "st_encoder": meta["config"]["st_encoder"],
+        "parameters": meta["parameters"],
+        "adapter_hash": meta["adapter_hash"],
+        "template": {"version": meta["template_version"], "hash": meta["template_hash"]},
+        "dataset": meta["dataset_id"],
+        "protocol_hash": meta["protocol_hash"],
+        "training": meta.get("training", {}),
+        "files": files,
+    }
+
+
+def teacher_id(meta_or_cfg: dict) -> str:
+    cfg = meta_or_cfg.get("config", meta_or_cfg)
+    enc = "+stenc" if cfg.get("st_encoder") else ""
+    return f"llm:{cfg['backbone']}{enc}"
+
+
+# ---------------------------------------------------------------- training
+def _lr_factor(step: int, cfg: TeacherFinetuneConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    prog = min(1.0, (step - cfg.warmup_steps) / span)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
+
+
+def regression_loss(y_hat: torch.Tensor, y: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    """Mean Huber (Huber 1964, eq. 7: 0.5 e^2 for |e| <= delta, delta (|e| - delta / 2) beyond)
+    or mean absolute error over all elements."""
+    if kind == "mae":
+        return (y_hat - y).abs().mean()
+    return F.huber_loss(y_hat, y, delta=delta)
+
+
+def lm_loss(teacher: STTeacher, ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over the suffix text (padding and ST tokens excluded)."""
+    logits = teacher.lm_logits(hidden[:, :-1])
+    target = ids[:, 1:].clone()
+    pad = teacher.tokenizer.pad_token_id
+    ignore = torch.isin(target, teacher.st_ids)
+    if pad is not None:
+        ignore |= target == pad
+    target[ignore] = -100
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           ignore_index=-100)
+
+
+@torch.no_grad()
+def evaluate_mae(teacher: STTeacher, source: PromptSource, starts: np.ndarray,
+                 nodes: np.ndarray, prepared: PreparedData, batch_size: int = 64,
+                 reuse_prefix: bool = True) -> float:
+    """MAE in original units of the teacher's forecasts for the given pairs."""
+    from .backends.hf import HFBackend
+
+    was = teacher.training
+    y_hat = HFBackend(teacher, batch_size, reuse_prefix).predict(source.batch(starts, nodes))
+    teacher.train(was)
+    y = targets_for(prepared.raw_targets, starts, nodes, prepared.protocol.input_len,
+                    prepared.protocol.horizon, list(range(prepared.out_channels)))
+    y_hat = prepared.inverse_targets(torch.from_numpy(y_hat))
+    return float((y_hat - y).abs().mean())
+
+
+def _meta(cfg: TeacherFinetuneConfig, prepared: PreparedData, backbone: dict,
+          teacher: STTeacher, weights: dict[str, torch.Tensor], training: dict) -> dict:
+    p = prepared.protocol
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "teacher_id": teacher_id(cfg.to_dict()),
+        "config": cfg.to_dict(),
+        "backbone": backbone,
+        "tuning": cfg.resolved_tuning,
+        "template_version": TEMPLATE_VERSION,
+        "template_hash": template_hash(),
+        "dataset_id": prepared.dataset_id,
+        "protocol": p.to_dict(),
+        "protocol_hash": protocol_hash(prepared.dataset_id, p),
+        "protocol_hash_full": protocol_hash(prepared.dataset_id, p, evaluation_only=False),
+        "scaler": prepared.scaler.to_dict(),
+        "channels": list(prepared.data.channels),
+        "in_channels": prepared.in_channels,
+        "target_channel_idx": list(prepared.target_channel_idx),
+        "steps_per_day": prepared.data.steps_per_day,
+        "num_nodes": prepared.num_nodes,
+        "parameters": {"total": teacher.num_parameters(),
+                       "trainable": teacher.num_parameters(trainable_only=True)},
+        "adapter_hash": tensors_hash(weights),
+        "training": training,
+    }
+
+
+def scaler_from_meta(meta: dict) -> Scaler:
+    s = meta["scaler"]
+    return Scaler(s["kind"], np.asarray(s["shift"], np.float32), np.asarray(s["scale"], np.float32))
+
+
+def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None) -> Path:
+    """Fine-tune a teacher; returns the checkpoint directory (``config.output_dir``).
+
+    Resumes from ``output_dir/resume`` when ``config.resume`` and it exists (same config
+    required). The final ``weights.safetensors`` holds the weights with the best validation MAE
+    on the evaluation subset (the last ones when there is no validation split).
+    """
+    cfg = config
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if prepared is None:
+        prepared = load_prepared(cfg.dataset, cfg.protocol, cfg.dataset_options)
+    else:
+        cfg.dataset = prepared.dataset_id
+    out = Path(cfg.output_dir)
+    resume_dir = out / "resume"
+    builder = PromptBuilder.from_prepared(prepared)
+    p = prepared.protocol
+
+    resuming = cfg.resume and (resume_dir / "state.json").is_file()
+    if resuming:
+        meta = read_config(out)
+        saved = dict(meta["config"])
+        now = cfg.to_dict()
+        diff = sorted(k for k in now if k not in ("steps", "progress", "resume", "num_threads",
+                                                  "output_dir", "eval_every", "save_every")
+                      and saved.get(k) != now[k])
+        if diff:
+            raise TeacherCheckpointError(f"{out}: cannot resume with changed settings {diff}")
+        teacher, _ = load_teacher(out, which="latest")
+        backbone = meta["backbone"]
+        state = json.loads((resume_dir / "state.json").read_text())
+    else:
+        torch.manual_seed(cfg.seed)
+        teacher, backbone = build_teacher(cfg, prepared, builder)
+        out.mkdir(parents=True, exist_ok=True)
+        teacher.tokenizer.save_pretrained(out / "tokenizer")
+        if backbone["kind"] == "tiny":
+            base = teacher.base_lm
+            if teacher.tuning == "lora":
+                base = teacher.merged_lm()  # identical weights: LoRA B starts at zero
+            base.save_pretrained(out / "base", safe_serialization=True)
+        state = {"step": 0, "best_val_mae": None, "best_step": None, "history": [],
+                 "train_seconds": 0.0, "tokens": 0}
+    teacher.train()
+    source = PromptSource(builder, teacher.tokenizer, prepared.scaled, prepared.tod,
+                          prepared.dow, with_series=teacher.st_encoder is not None)
+    params = [q for q in teacher.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resuming:
+        opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True))
+
+    val_starts = prepared.starts("val")
+    eval_rng = np.random.default_rng([cfg.seed, 10**6])
+    ev = (sample_pairs(val_starts, prepared.num_nodes, cfg.eval_pairs, eval_rng)
+          if len(val_starts) and cfg.eval_pairs > 0 else None)
+    prefix = torch.as_tensor(source.prefix_ids, dtype=torch.long)
+    pad = teacher.tokenizer.pad_token_id or 0
+    best = teacher.trainable_state_dict() if state["best_val_mae"] is None else None
+
+    def save_resume() -> None:
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        w = teacher.trainable_state_dict()
+        _save_tensors(w, resume_dir / WEIGHTS_FILE)
+        tmp = resume_dir / "optimizer.pt.tmp"
+        torch.save(opt.state_dict(), tmp)
+        os.replace(tmp, resume_dir / "optimizer.pt")
+        _write_json(state, resume_dir / "state.json")
+        if not (out / WEIGHTS_FILE).is_file() or best is not None:
+            bw = best if best is not None else w
+            _save_tensors(bw, out / WEIGHTS_FILE)
+        _write_json(_meta(cfg, prepared, backbone, teacher, _load_tensors(out / WEIGHTS_FILE),
+                          _training_summary(state)), out / CONFIG_FILE)
+
+    if not resuming:
+        save_resume()
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc="teacher finetune",
+               disable=not cfg.progress)
+    t0 = time.time()
+    run_loss = None
+    while state["step"] < cfg.steps:
+        k = state["step"]
+        rng = np.random.default_rng([cfg.seed, k])
+        s, n = sample_pairs(prepared.train_starts, prepared.num_nodes, cfg.batch_size, rng)
+        pb: PromptBatch = source.batch(s, n)
+        ids = pb.padded(pad)
+        y = targets_for(prepared.scaled, s, n, p.input_len, p.horizon,
+                        prepared.target_channel_idx)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(k, cfg)
+        y_hat, h = teacher(prefix, ids, pb.st_x, pb.tod, pb.dow, pb.nodes,
+                           reuse_prefix=cfg.reuse_prefix, return_hidden=True)
+        loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
+        if cfg.lm_loss_weight > 0:
+            loss = loss + cfg.lm_loss_weight * lm_loss(teacher, ids, h)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        state["step"] = k + 1
+        state["tokens"] += sum(len(x) for x in pb.suffix_ids) + len(pb) * len(pb.prefix_ids)
+        lv = float(loss.detach())
+        run_loss = lv if run_loss is None else 0.95 * run_loss + 0.05 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{run_loss:.4f}")
+        last = state["step"] == cfg.steps
+        if ev is not None and (state["step"] % cfg.eval_every == 0 or last):
+            mae = evaluate_mae(teacher, source, ev[0], ev[1], prepared,
+                               reuse_prefix=cfg.reuse_prefix)
+            state["history"].append({"step": state["step"], "train_loss": run_loss,
+                                     "val_mae": mae})
+            if state["best_val_mae"] is None or mae < state["best_val_mae"]:
+                state["best_val_mae"], state["best_step"] = mae, state["step"]
+                best = teacher.trainable_state_dict()
+            bar.set_postfix(loss=f"{run_loss:.4f}", val_mae=f"{mae:.3f}")
+        elif ev is None:
+            best = teacher.trainable_state_dict()
+        if state["step"] % cfg.save_every == 0 or last:
+            state["train_seconds"] += time.time() - t0
+            t0 = time.time()
+            save_resume()
+    bar.close()
+    state["train_seconds"] += time.time() - t0
+    save_resume()
+    return out
+
+
+def _training_summary(state: dict) -> dict:
+    secs = state.get("train_seconds", 0.0)
+    return {"steps": state["step"], "best_val_mae": state["best_val_mae"],
+            "best_step": state["best_step"], "train_seconds": round(secs, 1),
+            "tokens_per_second": round(state["tokens"] / secs, 1) if secs > 0 else None,
+            "history": state["history"][-50:]}
+
+
+def remove_resume_state(checkpoint_dir: str | Path) -> None:
+    """Drop ``resume/`` (optimizer state) once a run is final."""
+    shutil.rmtree(Path(checkpoint_dir) / "resume", ignore_errors=True)
