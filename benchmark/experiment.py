@@ -229,3 +229,24 @@ def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | Non
     )
     write_record(record, records_dir, force=force)
     return record, trainer
+
+
+def save_test_predictions(spec: RunSpec, runs_dir: Path | None = None,
+                          prepared: PreparedData | None = None, dtype: str = "float32") -> Path:
+    """Write ``runs/<run_id>/test_predictions.npz`` (``pred``, ``true`` ``[W, T_out, N, C]`` in
+    original units, ``starts [W]``) from a finished run's best weights, for figures and
+    leaderboard exports. Written atomically."""
+    import numpy as np
+
+    prepared = prepared or load_prepared(spec)
+    runs_dir = Path(runs_dir or default_runs_dir())
+    model = load_trained_model(spec, prepared, runs_dir)
+    trainer = Trainer(model, prepared, replace(spec.train, device="cpu", progress=False))
+    pred, true = trainer.predict("test")
+    out = runs_dir / spec.run_id() / "test_predictions.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, pred=pred.astype(dtype), true=true.astype(dtype),
+                        starts=prepared.starts("test"))
+    os.replace(tmp, out)
+    return out

@@ -42,6 +42,13 @@ def cmd_teacher_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .pipeline import reproduce
+
+    reproduce(args.profile, args.out, args.workers, args.only)
+    return 0
+
+
 def add_commands(sub) -> None:
     from benchmark.cli import add_run_arguments
 
@@ -60,3 +67,12 @@ def add_commands(sub) -> None:
     inf = tsub.add_parser("info", help="describe a label store or teacher checkpoint")
     inf.add_argument("path")
     inf.set_defaults(func=cmd_teacher_info)
+
+    rep = sub.add_parser("reproduce", help="the whole pipeline: data, teachers, students, "
+                         "baselines, tables, figures")
+    rep.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
+    rep.add_argument("--out", type=Path, help="output directory (default: results/, or "
+                     "runs/reproduce-smoke for the smoke profile)")
+    rep.add_argument("--workers", type=int, help="parallel runs in each sweep")
+    rep.add_argument("--only", nargs="*", help="run only these steps (e.g. figures sweep)")
+    rep.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,242 @@
+"""``flowdistill reproduce``: the whole pipeline as a list of resumable steps, per profile.
+
+Profiles:
+  smoke  CI-sized (minutes): checksums, closed-form baselines on nyc_taxi_manhattan, and every
+         other step (forecaster teacher, tiny LLM teacher, students, graph baselines) for one
+         short epoch on the in-process synthetic dataset; outputs in ``runs/reproduce-smoke``.
+  cpu    the default, for a 2-core machine: the foundation and student sweeps on
+         nyc_taxi_manhattan and pems07m, the tiny LLM teacher fine-tuned on nyc_taxi_manhattan
+         driving the student, cheap graph baselines, the scaling run, tables and figures in
+         ``results/``.
+  paper  the GPU configuration (see docs/reproduce.md): every sweep under paper/experiments/.
+
+Every step is resumable: sweeps skip finished runs, an interrupted run resumes from its last
+checkpoint, the teacher fine-tuning resumes, label stores are reused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from benchmark.experiment import REPO_ROOT
+from benchmark.sweep import SweepSpec, run_sweep
+
+EXPERIMENTS = REPO_ROOT / "paper" / "experiments"
+
+
+@dataclass
+class PipelineContext:
+    """Where a pipeline run writes: records, checkpoints, labels, tables and figures."""
+
+    profile: str
+    out: Path
+    workers: int = 1
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> Path:
+        return self.out / "records"
+
+    @property
+    def runs(self) -> Path:
+        return REPO_ROOT / "runs" if self.profile != "smoke" else self.out / "runs"
+
+    @property
+    def labels(self) -> Path:
+        return REPO_ROOT / "cache" / "labels" if self.profile != "smoke" else self.out / "labels"
+
+    def say(self, msg: str) -> None:
+        print(f"[reproduce:{self.profile}] {msg}", flush=True)
+        self.log.append(msg)
+
+
+@dataclass
+class Step:
+    name: str
+    run: Callable[[PipelineContext], None]
+    description: str = ""
+
+
+# ------------------------------------------------------------------------------ steps
+def step_verify_data(datasets: tuple[str, ...]) -> Step:
+    def run(ctx: PipelineContext) -> None:
+        from benchmark.data import registry
+
+        for ds in datasets:
+            bad = [c for c in registry.verify(ds) if not c[1]]
+            if bad:
+                raise RuntimeError(f"{ds}: checksum mismatch for {[c[0] for c in bad]}")
+            ctx.say(f"{ds}: files verified ({registry.locate(ds)})")
+
+    return Step("data", run, f"verify the checksums of {', '.join(datasets)}")
+
+
+def run_sweep_step(ctx: PipelineContext, sweep: SweepSpec) -> None:
+    import os
+
+    os.environ["FLOWDISTILL_LABELS"] = str(ctx.labels)
+    os.environ["FLOWDISTILL_RECORDS"] = str(ctx.records)
+    os.environ["FLOWDISTILL_RUNS"] = str(ctx.runs)
+    res = run_sweep(sweep, workers=ctx.workers, records_dir=ctx.records, runs_dir=ctx.runs)
+    ctx.say(f"sweep {sweep.name}: {res.summary()}")
+    if res.failed:
+        raise RuntimeError(f"sweep {sweep.name}: {len(res.failed)} runs failed: "
+                           f"{sorted(res.failed)}")
+
+
+def step_sweep(toml_name: str, edit: Callable[[SweepSpec], SweepSpec] | None = None) -> Step:
+    def run(ctx: PipelineContext) -> None:
+        sweep = SweepSpec.from_toml(EXPERIMENTS / f"{toml_name}.toml")
+        run_sweep_step(ctx, edit(sweep) if edit else sweep)
+
+    return Step(f"sweep:{toml_name}", run, f"paper/experiments/{toml_name}.toml")
+
+
+def step_python_sweep(sweep: SweepSpec) -> Step:
+    return Step(f"sweep:{sweep.name}", lambda ctx: run_sweep_step(ctx, sweep),
+                f"{len(sweep.grid())} runs of {', '.join(sweep.models)}")
+
+
+def step_llm_teacher(dataset: str, finetune_kw: dict, student_sweep: SweepSpec,
+                     label_kw: dict | None = None) -> Step:
+    """Fine-tune the LLM teacher, label every window with it, then run ``student_sweep`` with
+    those labels as the teacher of ``dataset``."""
+
+    def run(ctx: PipelineContext) -> None:
+        from .teacher.finetune import TeacherFinetuneConfig, finetune
+        from .teacher.labeling import label
+
+        out_dir = ctx.runs / "llm-teacher" / f"{dataset}-{finetune_kw.get('backbone', 'tiny')}"
+        cfg = TeacherFinetuneConfig(dataset=dataset, output_dir=str(out_dir), **finetune_kw)
+        t0 = time.perf_counter()
+        ckpt = finetune(cfg)
+        ctx.say(f"LLM teacher fine-tuned in {time.perf_counter() - t0:.0f}s: {ckpt}")
+        store = label_or_reuse(label, ckpt, dataset, ctx.labels,
+                               dataset_options=finetune_kw.get("dataset_options"),
+                               **(label_kw or {}))
+        ctx.say(f"LLM soft labels: {store.path} (coverage {store.coverage:.3f})")
+        run_sweep_step(ctx, replace(student_sweep, teachers={dataset: str(store.path)}))
+
+    return Step(f"llm-teacher:{dataset}", run, "fine-tune, label, distil")
+
+
+def label_or_reuse(label_fn, ckpt: Path, dataset: str, root: Path, **kw):
+    """Label with the teacher, or open the store an earlier run made for the same checkpoint."""
+    from .teacher.labels import SoftLabelError, SoftLabelStore
+
+    try:
+        return label_fn(ckpt, dataset, store_root=root, **kw)
+    except (SoftLabelError, FileExistsError) as e:
+        existing = [p for p in root.glob("*") if p.is_dir() and p.name in str(e)]
+        if not existing:
+            raise
+        return SoftLabelStore.open(existing[0])
+
+
+def step_figures() -> Step:
+    def run(ctx: PipelineContext) -> None:
+        cmd = [sys.executable, "-m", "paper.build", "--records", str(ctx.records),
+               "--out", str(ctx.out), "--runs", str(ctx.runs)]
+        subprocess.run(cmd, cwd=REPO_ROOT, check=True)
+        ctx.say(f"tables in {ctx.out / 'tables'}, figures in {ctx.out / 'figures'}")
+
+    return Step("figures", run, "tables and figures from the records")
+
+
+def step_scaling(models: str, nodes: str, extra: list[str] | None = None) -> Step:
+    def run(ctx: PipelineContext) -> None:
+        out = ctx.out / "scaling" / f"{ctx.profile}.json"
+        cmd = [sys.executable, "-m", "benchmarks.scaling", "--models", models, "--nodes", nodes,
+               "--out", str(out), *(extra or [])]
+        subprocess.run(cmd, cwd=REPO_ROOT, check=True)
+        ctx.say(f"scaling rows: {out}")
+
+    return Step("scaling", run, f"latency/memory vs N for {models} at N={nodes}")
+
+
+# --------------------------------------------------------------------------- profiles
+SYNTH = {"synthetic": {"num_nodes": 8, "num_days": 7, "steps_per_day": 24}}
+SMOKE_TRAIN = {"epochs": 1, "max_train_batches": 2, "batch_size": 16, "device": "auto"}
+
+
+def smoke_steps() -> list[Step]:
+    foundation = SweepSpec(name="smoke-foundation", models=["last-value", "ha-slot", "ridge"],
+                           datasets=["nyc_taxi_manhattan"])
+    students = SweepSpec(name="smoke-students",
+                         models=["flowdistill", "flowdistill-noteacher", "mlp", "stgcn", "gwnet"],
+                         datasets=["synthetic"], fractions=[0.5, 1.0], dataset_options=SYNTH,
+                         train=SMOKE_TRAIN, teachers={"synthetic": "model:ridge"})
+    llm_students = SweepSpec(name="smoke-llm", models=["flowdistill"], datasets=["synthetic"],
+                             dataset_options=SYNTH, train=SMOKE_TRAIN, efficiency=False)
+    llm = {"backbone": "tiny", "steps": 4, "batch_size": 8, "eval_every": 4, "eval_pairs": 16,
+           "tokenizer_windows": 8, "dataset_options": SYNTH["synthetic"], "progress": False}
+    return [
+        step_verify_data(("nyc_taxi_manhattan", "pems07m")),
+        step_python_sweep(foundation),
+        step_python_sweep(students),
+        step_llm_teacher("synthetic", llm, llm_students),
+        step_figures(),
+    ]
+
+
+def cpu_steps() -> list[Step]:
+    llm_students = SweepSpec(
+        name="student-llm", models=["flowdistill"], datasets=["nyc_taxi_manhattan"],
+        fractions=[0.1, 1.0], seeds=[0],
+        train={"device": "auto", "epochs": 30, "patience": 5, "time_budget_s": 480,
+               "num_threads": 1})
+    llm = {"backbone": "tiny", "steps": 1500, "batch_size": 32, "num_threads": 1,
+           "progress": True}
+    return [
+        step_verify_data(("nyc_taxi_manhattan", "nyc_bike_manhattan", "nyc_taxi_grid", "pems07m",
+                          "metr_la_week")),
+        step_sweep("foundation"),
+        step_sweep("student_taxi_cpu"),
+        step_llm_teacher("nyc_taxi_manhattan", llm, llm_students,
+                         {"splits": ("train_all", "val", "test")}),
+        step_sweep("baselines_cpu"),
+        step_scaling("flowdistill,gwnet,stgcn", "69,1000,5000,10000"),
+        step_figures(),
+    ]
+
+
+def paper_steps() -> list[Step]:
+    return [
+        step_verify_data(("nyc_taxi_manhattan", "nyc_taxi_grid", "pems07m")),
+        step_sweep("foundation"),
+        step_sweep("baselines_taxi"),
+        step_sweep("stgcn_pems"),
+        step_sweep("student_taxi"),
+        step_scaling("flowdistill,gwnet,stgcn", "69,500,1000,2000,5000,10000"),
+        step_figures(),
+    ]
+
+
+PROFILES: dict[str, Callable[[], list[Step]]] = {
+    "smoke": smoke_steps, "cpu": cpu_steps, "paper": paper_steps}
+
+
+def reproduce(profile: str = "cpu", out: Path | None = None, workers: int | None = None,
+              only: list[str] | None = None) -> PipelineContext:
+    """Run the profile's steps in order (or only those named); stop at the first failure."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    default_out = REPO_ROOT / ("runs/reproduce-smoke" if profile == "smoke" else "results")
+    ctx = PipelineContext(profile, Path(out or default_out),
+                          workers or {"smoke": 1, "cpu": 2, "paper": 6}[profile])
+    steps = PROFILES[profile]()
+    t_all = time.perf_counter()
+    for i, step in enumerate(steps, 1):
+        if only and step.name not in only and step.name.split(":")[0] not in only:
+            continue
+        ctx.say(f"step {i}/{len(steps)} {step.name}: {step.description}")
+        t0 = time.perf_counter()
+        step.run(ctx)
+        ctx.say(f"step {step.name} done in {time.perf_counter() - t0:.0f}s")
+    ctx.say(f"finished in {time.perf_counter() - t_all:.0f}s; outputs under {ctx.out}")
+    return ctx
