@@ -33,7 +33,7 @@ def validity_mask(y: torch.Tensor, null_value: float | None) -> torch.Tensor:
     """True where ``y`` is finite and (when a null value is declared) not equal to it."""
     mask = torch.isfinite(y)
     if null_value is not None:
-        mask &= ~torch.isclose(y, torch.full_like(y, float(null_value)), rtol=0.0, atol=1e-6)
+        mask &= (y - float(null_value)).abs() > 1e-6
     return mask
 
 
@@ -63,26 +63,33 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
-        """Add a batch. ``pred, true: [B, T_out, N, C_out]`` in original units."""
+        """Add a batch. ``pred, true: [B, T_out, N, C_out]`` in original units.
+
+        Element-wise work stays in the input dtype; the sums are accumulated in float64.
+        """
         if pred.shape != true.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape "
                              f"{tuple(true.shape)}")
         if pred.shape[1] != self.horizon or pred.shape[3] != self.num_channels:
             raise ValueError(f"expected [B, {self.horizon}, N, {self.num_channels}], "
                              f"got {tuple(pred.shape)}")
-        pred = pred.detach().to("cpu", torch.float64)
-        true = true.detach().to("cpu", torch.float64)
+        pred = pred.detach()
+        true = true.detach().to(pred.device)
         mask = validity_mask(true, self.null_value)
-        err = torch.where(mask, pred - true, torch.zeros_like(pred))
+        abs_err = (pred - true).abs().masked_fill(~mask, 0.0)
         dims = (0, 2)
-        self.abs_sum += err.abs().sum(dims).numpy()
-        self.sq_sum += (err * err).sum(dims).numpy()
-        self.count += mask.sum(dims).numpy()
-        mmask = mask & (true.abs() > self.mape_threshold)
-        ape = torch.where(mmask, (pred - true).abs() / true.abs().clamp_min(1e-12),
-                          torch.zeros_like(pred))
-        self.ape_sum += ape.sum(dims).numpy()
-        self.ape_count += mmask.sum(dims).numpy()
+
+        def total(x: torch.Tensor) -> np.ndarray:
+            return x.sum(dims, dtype=torch.float64).cpu().numpy()
+
+        self.abs_sum += total(abs_err)
+        self.sq_sum += total(abs_err * abs_err)
+        self.count += total(mask)
+        true_abs = true.abs()
+        mmask = mask & (true_abs > self.mape_threshold)
+        ape = (abs_err / true_abs.clamp_min(1e-12)).masked_fill(~mmask, 0.0)
+        self.ape_sum += total(ape)
+        self.ape_count += total(mmask)
 
     @staticmethod
     def _metrics(abs_s: float, sq_s: float, n: float, ape_s: float, ape_n: float) -> dict:

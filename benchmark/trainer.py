@@ -77,13 +77,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is unreadable or does not match the model."""
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
+def seed_everything(seed: int, deterministic: bool = True, device: torch.device | None = None,
+                    ) -> None:
+    """Seed Python, numpy and torch. With ``deterministic`` on CUDA, also ask torch for
+    deterministic kernels (warning where none exists). On CPU the kernels used here are already
+    deterministic for a fixed thread count, and the flag's import of torch's compiler stack
+    costs several seconds per process, so it is not set there."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if deterministic and device is not None and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,7 +148,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self) -> FitResult:
         cfg = self.config
-        seed_everything(cfg.seed, cfg.deterministic)
+        seed_everything(cfg.seed, cfg.deterministic, self.device)
         if getattr(self.model, "closed_form", False):
             t0 = time.perf_counter()
             self.model.fit_closed_form(self.prepared)
