@@ -3,12 +3,16 @@
 Latency: ``warmup`` untimed forward passes, then ``repeats`` timed ones (synchronising the GPU
 around each), reported as median and 95th percentile in milliseconds, at batch size 1 and at a
 fixed batch size. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after a reset; on CPU
-the peak resident-set-size increase of the process over its level before the call, sampled
-every millisecond from ``/proc/self/statm`` (an upper bound that includes allocator slack).
+the peak resident-set-size increase of the process over its level before the call (an upper
+bound that includes allocator slack). Before the call, freed heap pages are handed back to the
+OS (glibc ``malloc_trim``) so that reused memory counts again, and the kernel's peak-RSS mark
+``VmHWM`` is reset (``/proc/self/clear_refs``) and read afterwards; where either is unavailable,
+``/proc/self/statm`` sampled every millisecond stands in (it can miss short peaks).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -20,6 +24,35 @@ import torch
 from torch import nn
 
 from .batch import Batch
+
+
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc only), so a later reuse shows up in the RSS."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _rss_bytes() -> int:
@@ -65,9 +98,15 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    _release_free_heap()
+    hwm_reset = _reset_peak_rss()
     with _RssSampler() as s:
         fn()
-    return (s.peak - s.base) / 2**20
+    peak = s.peak
+    hwm = _peak_rss_bytes() if hwm_reset else None
+    if hwm is not None:
+        peak = max(peak, hwm)
+    return (peak - s.base) / 2**20
 
 
 def _sync(device: torch.device) -> None:
