@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .. import records
 from .schema import SubmissionError
 
 MEMBER = "predictions.npy"
@@ -186,29 +185,9 @@ def predictions_npz_bytes(predictions: np.ndarray) -> bytes:
     return zip_members([(MEMBER, npy_bytes(arr))])
 
 
-def file_mode() -> int:
-    """0o666 minus the process umask (mkstemp creates files 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# atomic writes are shared with the run records
+file_mode = records.file_mode
+atomic_write_bytes = records.atomic_write_bytes
 
 
 def predictions_sha256(arr: np.ndarray) -> str:
