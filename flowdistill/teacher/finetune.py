@@ -76,6 +76,13 @@ class TeacherFinetuneConfig:
         st_encoder: replace the ``<ST_HIS>`` embeddings with the ST encoder's outputs.
         encoder_node_embedding: give the ST encoder a learned embedding per node (the teacher
             then only serves datasets with the same nodes).
+        encoder_pretrain_epochs, encoder_pretrain_lr: pre-train the ST encoder (with the
+            regression head) as a forecaster on all training pairs before instruction tuning,
+            as UrbanGPT pre-trains its ST encoder (see :func:`pretrain_encoder`); 0 = off.
+        pretrained_lr_scale: learning-rate factor for the pre-trained encoder and head during
+            instruction tuning (they start good; the LM around them starts from scratch).
+        zero_init_residual: zero-initialise the residual branches' output projections of a
+            from-scratch backbone (see :func:`~flowdistill.teacher.model.build_tiny`).
         lora_r, lora_alpha, lora_dropout, lora_targets: peft LoRA settings.
         head_hidden, encoder_hidden: widths of the regression head and the ST encoder.
         steps: optimiser steps; batch_size: prompts per step.
@@ -103,6 +110,10 @@ class TeacherFinetuneConfig:
     tuning: str | None = None
     st_encoder: bool = False
     encoder_node_embedding: bool = False
+    encoder_pretrain_epochs: int = 0
+    encoder_pretrain_lr: float = 1e-3
+    pretrained_lr_scale: float = 0.1
+    zero_init_residual: bool = True
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -198,7 +209,8 @@ def build_teacher(cfg: TeacherFinetuneConfig, prepared: PreparedData,
         starts = prepared.train_starts
         k = max(1, len(starts) // max(1, cfg.tokenizer_windows))
         tok = train_word_tokenizer(builder.corpus(starts[::k][:cfg.tokenizer_windows]))
-        lm = build_tiny(cfg.backbone, len(tok), seed=cfg.seed)
+        lm = build_tiny(cfg.backbone, len(tok), seed=cfg.seed,
+                        zero_residual=cfg.zero_init_residual)
         info = {"kind": "tiny", "name": cfg.backbone, "pretrained": False}
     else:
         lm, tok, info = load_pretrained(cfg.backbone)
@@ -413,6 +425,77 @@ def scaler_from_meta(meta: dict) -> Scaler:
     return Scaler(s["kind"], np.asarray(s["shift"], np.float32), np.asarray(s["scale"], np.float32))
 
 
+def _encoder_forecast(teacher: STTeacher, x: torch.Tensor, tod: torch.Tensor, dow: torch.Tensor,
+                      node: torch.Tensor) -> torch.Tensor:
+    """The head applied to what the LM returns when its residual branches are zero (exactly the
+    tiny backbone at initialisation with ``zero_init_residual``): the final norm of the encoder
+    output at ``<ST_HIS>`` and of the ``<ST_PRE>`` embedding at ``<ST_PRE>``."""
+    h = teacher.final_norm(teacher.st_encoder(x, tod, dow, node))  # [B, C_in, H]
+    h_his = h[:, teacher.target_channel_idx]
+    pre = teacher.final_norm(teacher.st_token_embeds[3].detach())
+    return teacher.head(h_his, pre.expand_as(h_his))
+
+
+@torch.no_grad()
+def _encoder_mae(teacher: STTeacher, prepared: PreparedData, starts: np.ndarray,
+                 nodes: np.ndarray) -> float:
+    """MAE (original units) of the pre-trained encoder + head alone, without the LM."""
+    p = prepared.protocol
+    s, n = torch.as_tensor(starts), torch.as_tensor(nodes)
+    x = prepared.scaled[s[:, None] + torch.arange(p.input_len)[None, :], n[:, None]]
+    last = s + p.input_len - 1
+    y_hat = _encoder_forecast(teacher, x, prepared.tod[last], prepared.dow[last], n)
+    y = targets_for(prepared.raw_targets, starts, nodes, p.input_len, p.horizon,
+                    list(range(prepared.out_channels)))
+    return float((prepared.inverse_targets(y_hat) - y).abs().mean())
+
+
+def pretrain_encoder(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFinetuneConfig,
+                     batch_size: int = 512) -> dict:
+    """Pre-train the ST encoder and the regression head as a plain forecaster.
+
+    UrbanGPT pre-trains its spatio-temporal encoder on the forecasting task and then plugs it
+    into the LLM (Li et al., KDD 2024, Sec. 3.2; the released ``pretrain_stencoder.pth``). Here
+    the encoder and the teacher's head are trained on every visible training (window, node)
+    pair for ``cfg.encoder_pretrain_epochs`` epochs with the fine-tuning loss, the head reading
+    the final norm of the encoder output (see :func:`_encoder_forecast`); instruction tuning
+    then starts from those weights, and with a zero-initialised tiny backbone its first
+    forecasts are exactly the pre-trained encoder's. Returns ``{"epochs", "train_loss"}``.
+    """
+    p = prepared.protocol
+    enc_params = list(teacher.st_encoder.parameters()) + list(teacher.head.parameters())
+    opt = torch.optim.Adam(enc_params, lr=cfg.encoder_pretrain_lr)
+    starts, nodes = np.meshgrid(prepared.train_starts, np.arange(prepared.num_nodes),
+                                indexing="ij")
+    starts, nodes = starts.reshape(-1), nodes.reshape(-1)
+    rng = np.random.default_rng([cfg.seed, 7])
+    loss_sum, count = 0.0, 0
+    bar = tqdm(total=cfg.encoder_pretrain_epochs, desc="ST encoder pretrain",
+               disable=not cfg.progress)
+    for _ in range(cfg.encoder_pretrain_epochs):
+        order = rng.permutation(len(starts))
+        loss_sum, count = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            s, n = torch.as_tensor(starts[idx]), torch.as_tensor(nodes[idx])
+            ix = s[:, None] + torch.arange(p.input_len)[None, :]
+            x = prepared.scaled[ix, n[:, None]]
+            last = s + p.input_len - 1
+            y = targets_for(prepared.scaled, starts[idx], nodes[idx], p.input_len, p.horizon,
+                            prepared.target_channel_idx)
+            y_hat = _encoder_forecast(teacher, x, prepared.tod[last], prepared.dow[last], n)
+            loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            count += len(idx)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4f}")
+    bar.close()
+    return {"epochs": cfg.encoder_pretrain_epochs, "train_loss": loss_sum / max(count, 1)}
+
+
 def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None) -> Path:
     """Fine-tune a teacher; returns the checkpoint directory (``config.output_dir``).
 
@@ -457,11 +540,24 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
             base.save_pretrained(out / "base", safe_serialization=True)
         state = {"step": 0, "best_val_mae": None, "best_step": None, "history": [],
                  "train_seconds": 0.0, "tokens": 0}
+        if cfg.encoder_pretrain_epochs > 0:
+            if teacher.st_encoder is None:
+                raise ValueError("encoder_pretrain_epochs > 0 needs st_encoder=True")
+            t_pre = time.time()
+            state["encoder_pretrain"] = pretrain_encoder(teacher, prepared, cfg)
+            state["encoder_pretrain"]["seconds"] = round(time.time() - t_pre, 1)
     teacher.train()
     source = PromptSource(builder, teacher.tokenizer, prepared.scaled, prepared.tod,
                           prepared.dow, with_series=teacher.st_encoder is not None)
     params = [q for q in teacher.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pre_ids = set()
+    if cfg.encoder_pretrain_epochs > 0 and teacher.st_encoder is not None:
+        pre_ids = {id(q) for m in (teacher.st_encoder, teacher.head) for q in m.parameters()}
+    groups = [{"params": [q for q in params if id(q) not in pre_ids], "lr_scale": 1.0}]
+    if pre_ids:
+        groups.append({"params": [q for q in params if id(q) in pre_ids],
+                       "lr_scale": cfg.pretrained_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resuming:
         opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True))
 
@@ -488,6 +584,15 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
                           _training_summary(state)), out / CONFIG_FILE)
 
     if not resuming:
+        if ev is not None and cfg.encoder_pretrain_epochs > 0:
+            state["encoder_pretrain"]["val_mae_encoder_only"] = _encoder_mae(
+                teacher, prepared, ev[0], ev[1])
+            mae = evaluate_mae(teacher, source, ev[0], ev[1], prepared,
+                               reuse_prefix=cfg.reuse_prefix)
+            state["encoder_pretrain"]["val_mae_teacher"] = mae
+            state["history"].append({"step": 0, "train_loss": None, "val_mae": mae})
+            state["best_val_mae"], state["best_step"] = mae, 0
+            best = teacher.trainable_state_dict()
         save_resume()
     bar = tqdm(total=cfg.steps, initial=state["step"], desc="teacher finetune",
                disable=not cfg.progress)
@@ -502,7 +607,7 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
         y = targets_for(prepared.scaled, s, n, p.input_len, p.horizon,
                         prepared.target_channel_idx)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(k, cfg)
+            g["lr"] = cfg.lr * g["lr_scale"] * _lr_factor(k, cfg)
         y_hat, h = teacher(prefix, ids, pb.st_x, pb.tod, pb.dow, pb.nodes,
                            reuse_prefix=cfg.reuse_prefix, return_hidden=True)
         loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
@@ -545,6 +650,7 @@ def _training_summary(state: dict) -> dict:
     secs = state.get("train_seconds", 0.0)
     return {"steps": state["step"], "best_val_mae": state["best_val_mae"],
             "best_step": state["best_step"], "train_seconds": round(secs, 1),
+            "encoder_pretrain": state.get("encoder_pretrain"),
             "tokens_per_second": round(state["tokens"] / secs, 1) if secs > 0 else None,
             "history": state["history"][-50:]}
 

