@@ -203,9 +203,12 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
             done(*_run_one(spec, str(records_dir), str(runs_dir)))
     elif executor == "local":
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futs = [pool.submit(_run_one, s, str(records_dir), str(runs_dir)) for s in todo]
+            futs = {pool.submit(_run_one, s, str(records_dir), str(runs_dir)): s for s in todo}
             for f in as_completed(futs):
-                done(*f.result())
+                try:
+                    done(*f.result())
+                except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
+                    done(futs[f].run_id(), traceback.format_exc())
     elif executor == "ray":
         _run_ray(todo, records_dir, runs_dir, ray_resources or {}, done)
     else:
