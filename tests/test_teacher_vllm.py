@@ -71,3 +71,6 @@ def test_vllm_serves_the_st_encoder_through_prompt_embeds():
         be.close()
     assert np.abs(y_v - y_hf).max() <= TOL
     np.testing.assert_array_equal(y_v, y_again)
+    # the shared prefix really came from the prefix cache (vLLM computed fewer tokens)
+    assert be.stats["computed_tokens"] < be.stats["prompt_tokens"]
+    assert be.stats["recomputed"] == 0

@@ -12,11 +12,14 @@ on, ``seed``, and vLLM's documented offline reproducibility setting
 deterministic; note that it also reseeds the caller's random state). ``VLLM_CPU_KVCACHE_SPACE``
 defaults to 1 (GiB).
 
-With prefix caching, vLLM returns hidden states only for the tokens it computed, i.e. the tail
-of each prompt after the cached blocks. The ST tokens sit in the window-specific suffix, after
-the time spans, so they are always computed unless an identical prompt was cached before: the
-prefix cache is therefore reset at the start of every :meth:`VLLMBackend.predict` call, and a
-prompt whose ST tokens were served from cache anyway is recomputed alone.
+vLLM 0.32 makes token_embed requests skip reading the prefix cache by default (so that every
+prompt token gets a hidden state); this backend passes ``PoolingParams(
+skip_reading_prefix_cache=False)`` so the cache is read, and vLLM then returns hidden states only
+for the tokens it computed, i.e. the tail of each prompt after the cached blocks. The ST tokens
+sit in the window-specific suffix, after the time spans, so they are always computed unless an
+identical prompt was cached before: the prefix cache is therefore reset at the start of every
+:meth:`VLLMBackend.predict` call, and a prompt whose ST tokens were served from cache anyway is
+recomputed alone.
 
 Teachers with an ST encoder are served through ``prompt_embeds`` (``enable_prompt_embeds=True``):
 the input embeddings, with the encoder's outputs at ``<ST_HIS>``, are computed in PyTorch and
@@ -64,6 +67,10 @@ class VLLMBackend:
         self.request_batch = int(request_batch)
         self.progress = progress
         self.use_embeds = teacher.st_encoder is not None
+        self.enable_prefix_caching = enable_prefix_caching
+        # prompts, their tokens, the tokens vLLM computed (the rest came from the prefix cache),
+        # and prompts recomputed because their ST tokens were cached
+        self.stats = {"prompts": 0, "prompt_tokens": 0, "computed_tokens": 0, "recomputed": 0}
         self.dir = tempfile.mkdtemp(prefix="flowdistill-vllm-", dir=workdir)
         try:
             merged = teacher.merged_lm()
@@ -111,7 +118,13 @@ class VLLMBackend:
         return out
 
     def _encode(self, prompts: list) -> list[torch.Tensor]:
-        outs = self.llm.encode(prompts, pooling_task="token_embed", use_tqdm=self.progress)
+        from vllm import PoolingParams
+
+        # vLLM 0.32 skips READING the prefix cache for token_embed requests unless told
+        # otherwise (so that every prompt token gets a state); we only need the tail.
+        params = PoolingParams(skip_reading_prefix_cache=not self.enable_prefix_caching)
+        outs = self.llm.encode(prompts, pooling_params=params, pooling_task="token_embed",
+                               use_tqdm=self.progress)
         return [o.outputs.data for o in outs]
 
     @torch.no_grad()
@@ -131,7 +144,11 @@ class VLLMBackend:
             first = _first_needed(ids, t.his_id, t.pre_id)
             lengths = [len(s) for s in sub.suffix_ids]
             for j, h in enumerate(states):
+                self.stats["prompts"] += 1
+                self.stats["prompt_tokens"] += len(sub.prefix_ids) + lengths[j]
+                self.stats["computed_tokens"] += int(h.shape[0])
                 if h.shape[0] < lengths[j] - int(first[j]):  # ST tokens served from cache
+                    self.stats["recomputed"] += 1
                     self.llm.reset_prefix_cache()
                     states[j] = self._encode(self._prompts(sub.subset([j])))[0]
                     self.llm.reset_prefix_cache()
