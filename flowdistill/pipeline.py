@@ -165,8 +165,10 @@ SMOKE_TRAIN = {"epochs": 1, "max_train_batches": 2, "batch_size": 16, "device": 
 
 
 def smoke_steps() -> list[Step]:
+    # the real taxi data, cropped to its first eight weeks so that the step takes seconds
     foundation = SweepSpec(name="smoke-foundation", models=["last-value", "ha-slot", "ridge"],
-                           datasets=["nyc_taxi_manhattan"])
+                           datasets=["nyc_taxi_manhattan"], efficiency=False,
+                           protocol={"nyc_taxi_manhattan": {"time_range": [0, 8 * 7 * 48]}})
     students = SweepSpec(name="smoke-students",
                          models=["flowdistill", "flowdistill-noteacher", "mlp", "stgcn", "gwnet"],
                          datasets=["synthetic"], fractions=[0.5, 1.0], dataset_options=SYNTH,
