@@ -68,6 +68,7 @@ class VLLMBackend:
         self.progress = progress
         self.use_embeds = teacher.st_encoder is not None
         self.enable_prefix_caching = enable_prefix_caching
+        self.read_prefix_cache = enable_prefix_caching  # False: compute every token (benchmarks)
         # prompts, their tokens, the tokens vLLM computed (the rest came from the prefix cache),
         # and prompts recomputed because their ST tokens were cached
         self.stats = {"prompts": 0, "prompt_tokens": 0, "computed_tokens": 0, "recomputed": 0}
@@ -122,7 +123,7 @@ class VLLMBackend:
 
         # vLLM 0.32 skips READING the prefix cache for token_embed requests unless told
         # otherwise (so that every prompt token gets a state); we only need the tail.
-        params = PoolingParams(skip_reading_prefix_cache=not self.enable_prefix_caching)
+        params = PoolingParams(skip_reading_prefix_cache=not self.read_prefix_cache)
         outs = self.llm.encode(prompts, pooling_params=params, pooling_task="token_embed",
                                use_tqdm=self.progress)
         return [o.outputs.data for o in outs]
