@@ -192,8 +192,11 @@ def cpu_steps() -> list[Step]:
         fractions=[0.1, 1.0], seeds=[0],
         train={"device": "auto", "epochs": 30, "patience": 5, "time_budget_s": 480,
                "num_threads": 1})
-    llm = {"backbone": "tiny", "steps": 1500, "batch_size": 32, "num_threads": 1,
-           "progress": True}
+    # run A of results/teacher_nyc_taxi_manhattan.md: ST encoder pre-trained (UrbanGPT), then
+    # 500 instruction-tuning steps of the tiny (not pretrained) Llama
+    llm = {"backbone": "tiny", "st_encoder": True, "encoder_node_embedding": True,
+           "encoder_pretrain_epochs": 10, "steps": 500, "batch_size": 32, "lr": 1e-3,
+           "num_threads": 1, "progress": True}
     return [
         step_verify_data(("nyc_taxi_manhattan", "nyc_bike_manhattan", "nyc_taxi_grid", "pems07m",
                           "metr_la_week")),
