@@ -55,6 +55,18 @@ def model_regulariser(model: nn.Module, ctx: StepContext) -> tuple[torch.Tensor 
     return extra, weight
 
 
+def add_model_regulariser(model: nn.Module, ctx: StepContext, total: torch.Tensor,
+                          logs: dict[str, float]) -> torch.Tensor:
+    """``total`` plus the model's weighted regulariser (see :func:`model_regulariser`), logging
+    its value and weight into ``logs``."""
+    extra, w = model_regulariser(model, ctx)
+    if extra is None:
+        return total
+    logs["extra"] = float(extra.detach())
+    logs["extra_weight"] = w
+    return total + w * extra
+
+
 @dataclass
 class SupervisedObjective(Objective):
     """Ground-truth loss on inverse-scaled predictions (masked by the protocol's null value),
@@ -82,14 +94,8 @@ class SupervisedObjective(Objective):
         prepared = ctx.prepared
         pred = prepared.inverse_targets(y_hat)
         gt = self.ground_truth_loss(pred, batch.y, prepared.protocol.null_value)
-        total = gt
         logs = {"loss_gt": float(gt.detach())}
-        extra, w = model_regulariser(model, ctx)
-        if extra is not None:
-            total = total + w * extra
-            logs["extra"] = float(extra.detach())
-            logs["extra_weight"] = w
-        return total, logs
+        return add_model_regulariser(model, ctx, gt, logs), logs
 
     def describe(self) -> dict:
         return {"name": self.name, "loss": self.loss_name, "huber_delta": self.huber_delta}

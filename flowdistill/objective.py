@@ -8,7 +8,7 @@
   (:func:`flowdistill.losses.teacher_bounded_loss`);
 * optionally the direct soft-label term (:func:`flowdistill.losses.soft_label_loss`);
 * the model's own regulariser (the student's VIB KL) weighted by its annealed beta_e
-  (:func:`benchmark.objectives.model_regulariser`).
+  (:func:`benchmark.objectives.add_model_regulariser`).
 
 The teacher labels come from a :class:`~flowdistill.teacher.labels.SoftLabelStore`, which the
 trainer hands to the batch loader; each batch's labels are looked up by window start, so they
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from benchmark.batch import Batch
-from benchmark.objectives import Objective, StepContext, model_regulariser
+from benchmark.objectives import Objective, StepContext, add_model_regulariser
 
 from .losses import DISTANCES, GATES, soft_label_loss, teacher_bounded_loss
 
@@ -132,12 +132,7 @@ class DistillationObjective(Objective):
             total, logs = teacher_bounded_loss(
                 pred, batch.y, pred.detach(), zeros, null, bound_weight=0.0, bound_margin=0.0,
                 gate=cfg.gate, distance=cfg.distance, huber_delta=cfg.huber_delta)
-        extra, w = model_regulariser(model, ctx)
-        if extra is not None:
-            total = total + w * extra
-            logs["extra"] = float(extra.detach())
-            logs["extra_weight"] = w
-        return total, logs
+        return add_model_regulariser(model, ctx, total, logs), logs
 
     def _where(self) -> str:
         return str(getattr(self.teacher, "path", type(self.teacher).__name__))
