@@ -95,6 +95,7 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
         chunk_pairs: prompts per backend call.
         overwrite: replace an existing artifact with the same version key.
         backend_options: passed to the backend (e.g. ``batch_size``).
+        dataset_options: loader options; default: the teacher's own for its own dataset.
 
     Returns:
         The opened :class:`~flowdistill.teacher.labels.SoftLabelStore`.
@@ -103,8 +104,11 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
 
     meta = read_config(checkpoint_dir)
     dataset_id = dataset_id or meta["dataset_id"]
-    if protocol is None and dataset_id == meta["dataset_id"]:
-        protocol = Protocol.from_dict(meta["protocol"])
+    if dataset_id == meta["dataset_id"]:
+        if protocol is None:
+            protocol = Protocol.from_dict(meta["protocol"])
+        if dataset_options is None:
+            dataset_options = meta["config"].get("dataset_options") or {}
     prepared = load_prepared(dataset_id, protocol, dataset_options)
     check_compatible(meta, prepared)
     teacher, meta = load_teacher(checkpoint_dir)
