@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# One bounded GPU session (a lent H100) running the issue-3/issue-4 sweeps side by side.
+# One bounded GPU session (a lent H100/H200) running the issue-3/issue-4 sweeps side by side:
+# student_taxi (6 workers), baselines_taxi (4) and stgcn_pems (3), 13 processes on one GPU.
 # Usage on the GPU machine, from the repo root, with the data under .gpudata/:
 #   OUT=/some/dir bash paper/experiments/gpu_batch.sh [seconds]
 # Each sweep is resumable. Records are written outside $OUT and tarred into $OUT/records.tgz
-# every 20 s, so whatever finished comes back even when the device call hits its time limit
-# (a first session lost most of its records by tarring only at the end).
+# every 20 s, so whatever finished comes back even when the device call hits its time limit.
+# With many small processes on one GPU, CUDA time-slices between their contexts; the script
+# starts the MPS daemon so that their kernels can overlap, and runs without it when a CUDA
+# client cannot start under it.
 set -u
-BUDGET=${1:-420}
+BUDGET=${1:-480}
 export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 REC=/tmp/fd-records
 export FLOWDISTILL_DATA=$PWD/.gpudata FLOWDISTILL_RECORDS=$REC
@@ -17,15 +20,38 @@ snapshot() { tar czf "$OUT/records.tgz.tmp" -C "$REC" . && mv "$OUT/records.tgz.
 (while sleep 20; do snapshot; done) &
 SNAP=$!
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+cuda_ok() { timeout 60 python3 -c "import torch; x = torch.ones(8, device='cuda'); print('cuda client ok', float(x.sum()))"; }
+if command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && cuda_ok; then
+    echo "MPS on"
+  else
+    echo "MPS unavailable; running without it"
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    cuda_ok || echo "CUDA check failed"
+  fi
+else
+  echo "no nvidia-cuda-mps-control; running without MPS"
+fi
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
-sweep() { timeout -k 10 -s TERM "$BUDGET" python3 -m benchmark.cli sweep "paper/experiments/$1.toml" \
-            --workers "$2" > "$OUT/$1.log" 2>&1; echo "$1 exit $?"; }
-sweep student_taxi 8 &
-sweep baselines_taxi 11 &
+
+sweep() {
+  local left=$(( BUDGET - SECONDS ))
+  timeout -k 10 -s TERM "$left" python3 -m benchmark.cli sweep "paper/experiments/$1.toml" \
+    --workers "$2" > "$OUT/$1.log" 2>&1
+  echo "$1 exit $? at ${SECONDS}s"
+}
+sweep student_taxi 6 &
+sweep baselines_taxi 4 &
 sweep stgcn_pems 3 &
 wait $(jobs -p | grep -v "^$SNAP$")
-python3 -m benchmark.cli sweep paper/experiments/student_taxi.toml --status
-python3 -m benchmark.cli sweep paper/experiments/baselines_taxi.toml --status
-python3 -m benchmark.cli sweep paper/experiments/stgcn_pems.toml --status
-tail -3 "$OUT"/*.log
+pkill -f spawn_main 2>/dev/null
+for s in student_taxi baselines_taxi stgcn_pems; do
+  timeout 60 python3 -m benchmark.cli sweep "paper/experiments/$s.toml" --status
+done
 kill $SNAP; snapshot
+nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+echo "done at ${SECONDS}s"
