@@ -130,9 +130,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- results
 def cmd_results(args: argparse.Namespace) -> int:
     from .experiment import default_records_dir
-    from .records import aggregate, format_mean_std, load_records, records_frame
+    from .records import aggregate, format_mean_std, load_records, records_frame, run_tag
 
     records = load_records(args.records or default_records_dir())
+    if args.tag:
+        tags = set(args.tag.split(","))
+        records = [r for r in records if run_tag(r.run_id, r.dataset, r.model) in tags]
     frame = records_frame(records, args.split)
     if args.dataset:
         frame = frame[frame["dataset"] == args.dataset]
@@ -214,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("results", help="aggregate run records into a table")
     r.add_argument("--records", type=Path)
     r.add_argument("--dataset")
+    r.add_argument("--tag", help="only these sweeps (comma-separated sweep names)")
     r.add_argument("--split", default="test", choices=["val", "test"])
     r.add_argument("--csv", type=Path)
     r.add_argument("--markdown", type=Path)

@@ -219,6 +219,12 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def run_tag(run_id: str, dataset: str, model: str) -> str:
+    """The sweep tag of a run id ``[<tag>-]<dataset>-<model>-f<frac>-s<seed>-<hash>``."""
+    i = run_id.find(f"{dataset}-{model}-")
+    return run_id[:i].rstrip("-") if i > 0 else ""
+
+
 def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model", "train_fraction"),
               metrics: tuple[str, ...] = ("mae", "rmse", "mape")) -> pd.DataFrame:
     """Mean and std over seeds of each metric, with the number of seeds."""

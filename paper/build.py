@@ -9,7 +9,8 @@
   (every record when no record carries that tag), full training data;
 * training-fraction table and figure: sweep ``fraction`` (else every record);
 * ablation table: sweep ``ablation`` (else every record), flowdistill and its variants;
-* scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``.
+* scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``;
+* published vs ours: the runs of :data:`paper.published.PUBLISHED` (their own sweep tags).
 
 When several records share dataset, protocol, model, teacher, fraction and seed, the newest
 counts. A table or figure whose records are absent is skipped with a printed note.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from .figures import fraction_figure, horizon_figure, scaling_figure, series_figure
 from .frame import dedupe, load_frame, select_tag
+from .published import published_table
 from .scaling import load_scaling, scaling_table
 from .tables import ablation_table, accuracy_table, efficiency_table, fraction_table
 
@@ -89,6 +91,7 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
         "ablation table": ablation_table(abl, tables, digits=cfg.digits),
         "training-fraction table": fraction_table(frac, tables, digits=cfg.digits),
         "scaling table": scaling_table(rows, tables),
+        "published vs ours": published_table(runs, tables, digits=cfg.digits),
         "error vs training fraction": fraction_figure(frac, figures),
         "error per horizon": horizon_figure(main, figures),
         "latency and memory vs N": scaling_figure(rows, figures),

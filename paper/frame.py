@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.records import RunRecord, load_records, records_frame
+from benchmark.records import RunRecord, load_records, records_frame, run_tag
 
 METRICS = ("mae", "rmse", "mape")
 METRIC_LABELS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)"}
@@ -44,12 +44,6 @@ def metric_column(metric: str, key: str = "overall", channel: str | None = None)
     else:
         raise ValueError(f"unknown summary key {key!r} (overall, avg or @h)")
     return f"{name}[{channel}]" if channel else name
-
-
-def run_tag(run_id: str, dataset: str, model: str) -> str:
-    """The sweep tag of a run id ``[<tag>-]<dataset>-<model>-f<frac>-s<seed>-<hash>``."""
-    i = run_id.find(f"{dataset}-{model}-")
-    return run_id[:i].rstrip("-") if i > 0 else ""
 
 
 def teacher_kind(teacher_id: str | None) -> str:

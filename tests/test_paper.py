@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmark.records import RunRecord, write_record
@@ -245,3 +246,32 @@ def test_flowdistill_figures_command(tmp_path, monkeypatch):
     (cmd, cwd), = calls
     assert cmd[:3] == [sys.executable, "-m", "paper.build"] and Path(cwd) == REPO
     assert cmd[3:] == ["--records", str(recs), "--out", str(tmp_path / "out")]
+
+
+def test_published_table_puts_ours_beside_the_paper(tmp_path):
+    from paper.published import PublishedResult, published_table
+
+    entry = PublishedResult(
+        paper="Some et al. 2020", table="Table 9", dataset="ds", model="m", label="M",
+        tag="paper-protocol", spec="paper/experiments/x.toml", horizons=(3, 6),
+        values={"mae": (2.0, 3.0), "rmse": (4.0, 5.0), "mape": (10.0, 20.0)})
+    rows = []
+    for seed, (a3, a6) in enumerate([(1.9, 3.2), (2.1, 3.4)]):
+        rows.append({"tag": "paper-protocol", "dataset": "ds", "model": "m",
+                     "train_fraction": 1.0, "seed": seed, "mae@3": a3, "mae@6": a6,
+                     "rmse@3": 4.0, "rmse@6": 5.5, "mape@3": 9.0, "mape@6": 21.0})
+    # another sweep's run of the same model must not be counted
+    rows.append({**rows[0], "tag": "other", "mae@3": 100.0})
+    paths = published_table(pd.DataFrame(rows), tmp_path, entries=(entry,))
+    md = paths[0].read_text()
+    assert "| M | Some et al. 2020, Table 9 | 2.00 | 3.00 | 4.00 | 5.00 | 10.00 | 20.00 |" in md
+    # mean 2.0 / 3.3, sample std 0.14 / 0.14; differences 0.00 / +0.30
+    assert "| M | ours (2 seeds) | 2.00 ± 0.14 | 3.30 ± 0.14 |" in md
+    assert "| M | ours - paper | +0.00 | +0.30 | +0.00 | +0.50 | -1.00 | +1.00 |" in md
+    assert "paper/experiments/x.toml" in md
+
+
+def test_published_table_skips_without_records(tmp_path):
+    from paper.published import published_table
+
+    assert published_table(pd.DataFrame(), tmp_path) == []

@@ -12,6 +12,7 @@ from benchmark.records import (
     aggregate,
     load_records,
     records_frame,
+    run_tag,
     write_record,
 )
 from benchmark.trainer import TrainConfig
@@ -73,3 +74,17 @@ def test_cli_train_and_results(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["results", "--records", str(tmp_path), "--markdown", str(tmp_path / "t.md")]) == 0
     assert "last-value" in (tmp_path / "t.md").read_text()
+    capsys.readouterr()
+    assert main(["results", "--records", str(tmp_path), "--tag", "other"]) == 0
+    assert capsys.readouterr().out.strip() == "no records"
+    assert main(args + ["--tag", "mine"]) == 0  # run id "mine-synthetic-last-value-..."
+    capsys.readouterr()
+    assert main(["results", "--records", str(tmp_path), "--tag", "mine",
+                 "--markdown", str(tmp_path / "t2.md")]) == 0
+    assert "last-value" in (tmp_path / "t2.md").read_text()
+
+
+def test_run_tag():
+    assert run_tag("main-pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == "main"
+    assert run_tag("pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == ""
+    assert run_tag("student-cpu-nyc-mlp-f1-s0-h", "nyc", "mlp") == "student-cpu"
