@@ -40,6 +40,26 @@ def test_expand_and_unknown_fields(tmp_path):
         SweepSpec.from_toml(write_spec(tmp_path, "bogus = 1\n" + TOML))
 
 
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "paper" / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_paper_experiments_are_valid_sweeps(path):
+    """Every shipped sweep parses, names registered models and datasets, and has unique runs."""
+    from benchmark.data.registry import dataset_ids
+    from benchmark.models import registry
+    from benchmark.sweep import _uses_teacher
+
+    spec = SweepSpec.from_toml(path)
+    runs = spec.expand()
+    assert runs and len({r.run_id() for r in runs}) == len(runs)
+    assert set(spec.models) <= set(registry()), path.name
+    assert set(spec.datasets) <= set(dataset_ids()), path.name
+    for r in runs:  # distilling models always have a teacher reference
+        assert r.teacher or not _uses_teacher(r.model), (path.name, r.model)
+        assert r.teacher is None or r.teacher.startswith("model:"), (path.name, r.teacher)
+
+
 def test_finished_runs_are_skipped(tmp_path):
     spec = SweepSpec.from_toml(write_spec(tmp_path))
     rec = tmp_path / "rec"
