@@ -9,13 +9,21 @@ from pathlib import Path
 
 
 def cmd_teacher_label(args: argparse.Namespace) -> int:
-    from benchmark.cli import spec_from_args
+    from benchmark.cli import parse_assignments, spec_from_args
 
     if args.from_model:
+        from dataclasses import replace
+
         from .teacher.from_model import label_from_model
 
         args.model = args.from_model
         spec = spec_from_args(args)
+        if args.device is not None:
+            if "device" in parse_assignments(args.train) \
+                    and spec.train.device != args.device:
+                raise ValueError(f"--device {args.device} contradicts --train "
+                                 f"device={spec.train.device}")
+            spec.train = replace(spec.train, device=args.device)
         store = label_from_model(spec, label_root=args.out, records_dir=args.records)
     else:
         from .teacher.labeling import label
@@ -23,7 +31,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
         if not args.checkpoint:
             raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
         store = label(args.checkpoint, args.dataset, None, backend=args.backend,
-                      store_root=args.out)
+                      store_root=args.out, device=args.device or "cpu")
     print(f"soft labels: {store.path}  ({len(store.starts)} windows, "
           f"coverage {store.coverage:.3f})")
     return 0
@@ -60,6 +68,9 @@ def add_commands(sub) -> None:
     lab.add_argument("--checkpoint", type=Path, help="a fine-tuned LLM teacher checkpoint")
     lab.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     lab.add_argument("--out", type=Path, help="label store root (default cache/labels)")
+    lab.add_argument("--device", help="where the teacher runs: cpu (default), cuda, cuda:N or "
+                     "auto (cuda when available); hf backend for --checkpoint, the training "
+                     "device for --from-model")
     # the forecaster teacher's run options (same flags as `flowdistill train`)
     add_run_arguments(lab, model_argument=False)
     lab.set_defaults(func=cmd_teacher_label)

@@ -124,7 +124,7 @@ def test_hf_labels_shape_and_original_units(tmp_path, trained, prepared):
     for key in ("teacher_id", "adapter_hash", "template_hash", "protocol_hash", "dataset",
                 "backend", "backend_version", "parse_failures", "nan_failures"):
         assert key in md
-    assert md["backend"] == "hf" and md["nan_failures"] == 0
+    assert md["backend"] == "hf" and md["nan_failures"] == 0 and md["device"] == "cpu"
     # window 0, node 2 equals the teacher's scaled forecast mapped back with its scaler
     teacher, meta = load_teacher(trained)
     src = PromptSource(PromptBuilder.from_prepared(prepared), teacher.tokenizer, prepared.scaled,
@@ -136,6 +136,24 @@ def test_hf_labels_shape_and_original_units(tmp_path, trained, prepared):
     assert abs(store.labels.mean() - prepared.data.values.mean()) < prepared.data.values.std()
 
 
+def test_label_reuses_a_store_that_holds_the_windows(tmp_path, trained, monkeypatch):
+    from flowdistill.teacher import labeling
+
+    root = tmp_path / "labels"
+    kw = dict(backend="hf", store_root=root, progress=False, dataset_options=OPTS)
+    first = labeling.label(trained, "synthetic", None, splits=("val",), **kw)
+
+    def no_labelling(*a, **k):
+        raise AssertionError("labelled again although the store holds every window")
+
+    monkeypatch.setattr(labeling, "predict_windows", no_labelling)
+    again = labeling.label(trained, "synthetic", None, splits=("val",), **kw)
+    assert again.path == first.path
+    # same teacher and protocol, more windows than the store holds: a clear error, no relabel
+    with pytest.raises(FileExistsError, match="lacks .* windows"):
+        labeling.label(trained, "synthetic", None, splits=("val", "test"), **kw)
+
+
 def test_label_rejects_a_mismatched_protocol(trained):
     from benchmark.data.stdata import DataError
     from flowdistill.teacher.labeling import label
@@ -143,3 +161,126 @@ def test_label_rejects_a_mismatched_protocol(trained):
     with pytest.raises(DataError, match="horizon"):
         label(trained, "synthetic", {"horizon": 6}, dataset_options=OPTS, progress=False,
               store_root="/nonexistent")
+
+
+# ---------------------------------------------------------------- device option
+def test_device_names_resolve_and_bad_ones_are_rejected(monkeypatch):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert ft.resolve_device("auto").type == expected
+    assert ft.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ft.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        ft.resolve_device("cuda:0")
+    for bad in ("gpu", "cuda:x", "CPU", ""):
+        with pytest.raises(ValueError, match="device must be"):
+            TeacherFinetuneConfig(device=bad)
+    assert TeacherFinetuneConfig().device == "cpu"
+
+
+def test_resume_on_another_device_and_device_in_summary(tmp_path, trained, prepared):
+    out = tmp_path / "d"
+    finetune(_cfg(out, steps=2, device="cpu"), prepared)
+    meta = json.loads((out / "teacher.json").read_text())
+    assert meta["config"]["device"] == "cpu"
+    assert meta["training"]["device"] == "cpu" and meta["training"]["device_name"] == "cpu"
+    # pretend the first two steps ran on a GPU this machine does not have
+    meta["config"]["device"] = "cuda:3"
+    (out / "teacher.json").write_text(json.dumps(meta))
+    state = json.loads((out / "resume" / "state.json").read_text())
+    state["devices"] = [{"device": "cuda:3", "name": "Some GPU", "from_step": 0}]
+    (out / "resume" / "state.json").write_text(json.dumps(state))
+    # the checkpoint holds CPU tensors only, so it loads here
+    opt = torch.load(out / "resume" / "optimizer.pt", weights_only=True)
+    assert all(v.device.type == "cpu" for s in opt["state"].values() for v in s.values()
+               if isinstance(v, torch.Tensor))
+    finetune(_cfg(out, steps=4, device="auto"), prepared)  # no "changed settings" error
+    summary = json.loads((out / "teacher.json").read_text())["training"]
+    assert summary["steps"] == 4 and summary["device"] == "cpu"
+    assert [(d["device"], d["from_step"]) for d in summary["devices"]] == [("cuda:3", 0),
+                                                                           ("cpu", 2)]
+    # and it continued exactly like the uninterrupted run
+    a = ft._load_tensors(trained / "resume" / "weights.safetensors")
+    b = ft._load_tensors(out / "resume" / "weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0)
+    # other settings still count
+    with pytest.raises(TeacherCheckpointError, match=r"changed settings \['lr'\]"):
+        finetune(_cfg(out, steps=6, device="cpu", lr=0.5), prepared)
+
+
+def test_label_device_option_and_metadata(tmp_path, trained):
+    from flowdistill.teacher.labeling import label
+
+    store = label(trained, "synthetic", None, splits=("test",), store_root=tmp_path,
+                  progress=False, dataset_options=OPTS, max_windows=2, device="auto")
+    md = store.metadata
+    assert md["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert md["device_name"]
+    with pytest.raises(ValueError, match="hf backend"):
+        label(trained, "synthetic", None, backend="vllm", device="cuda", store_root=tmp_path,
+              dataset_options=OPTS)
+    with pytest.raises(ValueError, match="device must be"):
+        label(trained, "synthetic", None, device="gpu", store_root=tmp_path,
+              dataset_options=OPTS)
+
+
+def test_cli_teacher_label_passes_device(tmp_path, monkeypatch, trained):
+    from benchmark.cli import main
+    from flowdistill.teacher import labeling
+
+    seen = {}
+
+    class Store:
+        path, starts, coverage = tmp_path, np.zeros(1), 1.0
+
+    def fake_label(*args, **kwargs):
+        seen.update(kwargs)
+        return Store()
+
+    monkeypatch.setattr(labeling, "label", fake_label)
+    assert main(["teacher", "label", "--checkpoint", str(trained), "--device", "auto",
+                 "--out", str(tmp_path)]) == 0
+    assert seen["device"] == "auto"
+    assert main(["teacher", "label", "--checkpoint", str(trained), "--out", str(tmp_path)]) == 0
+    assert seen["device"] == "cpu"
+    # a forecaster teacher (--from-model) trains on --device
+    from flowdistill.teacher import from_model
+
+    monkeypatch.setattr(from_model, "label_from_model",
+                        lambda spec, **kw: seen.update(spec=spec) or Store())
+    assert main(["teacher", "label", "--from-model", "ridge", "--device", "auto"]) == 0
+    assert seen["spec"].train.device == "auto"
+    assert main(["teacher", "label", "--from-model", "ridge", "--device", "cpu", "--train",
+                 "device=cuda"]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_finetune_and_labels_match_cpu(tmp_path, prepared):
+    """The real GPU check: fine-tuning (with the ST encoder and its pre-training) and labelling
+    on cuda give the CPU's numbers."""
+    from flowdistill.teacher.labeling import label
+
+    kw = dict(st_encoder=True, encoder_node_embedding=True, encoder_pretrain_epochs=1,
+              encoder_hidden=16, head_hidden=16)
+    gpu = finetune(_cfg(tmp_path / "gpu", device="cuda", **kw), prepared)
+    cpu = finetune(_cfg(tmp_path / "cpu", device="cpu", **kw), prepared)
+    meta = json.loads((gpu / "teacher.json").read_text())
+    assert meta["training"]["device"].startswith("cuda")
+    # the checkpoint written on the GPU loads on the CPU
+    t_gpu, _ = load_teacher(gpu, "latest")
+    assert next(t_gpu.parameters()).device.type == "cpu"
+    # training: the latest weights of both runs forecast the same (scaled units)
+    t_cpu, _ = load_teacher(cpu, "latest")
+    src = PromptSource(PromptBuilder.from_prepared(prepared), t_cpu.tokenizer, prepared.scaled,
+                       prepared.tod, prepared.dow, with_series=True)
+    s, n = FIXED
+    y_gpu = get_backend("hf", t_gpu).predict(src.batch(s, n))
+    y_cpu = get_backend("hf", t_cpu).predict(src.batch(s, n))
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=1e-4, atol=1e-4)
+    # labelling: the GPU-trained checkpoint labelled on cuda and on cpu (original units)
+    stores = [label(gpu, "synthetic", None, splits=("val",), store_root=tmp_path / dev,
+                    progress=False, dataset_options=OPTS, device=dev)
+              for dev in ("cuda", "cpu")]
+    assert stores[0].metadata["device"].startswith("cuda")
+    np.testing.assert_allclose(stores[0].labels, stores[1].labels, rtol=1e-4, atol=1e-4)

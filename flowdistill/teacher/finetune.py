@@ -95,6 +95,9 @@ class TeacherFinetuneConfig:
         save_every: write the resume checkpoint every this many steps.
         tokenizer_windows: training windows (all nodes each) whose prompts train the tiny
             tokenizer.
+        device: where the teacher trains: "cpu", "cuda", "cuda:N", or "auto" (cuda when
+            available). Not part of the run's identity: a run may resume on another device, and
+            checkpoints are written device-independent (CPU tensors).
         reuse_prefix: run the shared prefix once per batch (same numbers, fewer FLOPs).
         seed: seeds initialisation and the pair sampling (step k uses ``[seed, k]``).
         num_threads: torch threads (None: leave as is).
@@ -136,6 +139,7 @@ class TeacherFinetuneConfig:
     reuse_prefix: bool = True
     seed: int = 0
     num_threads: int | None = None
+    device: str = "cpu"
     output_dir: str = "runs/teacher/default"
     resume: bool = True
     progress: bool = True
@@ -149,6 +153,7 @@ class TeacherFinetuneConfig:
             raise ValueError(f"steps >= 0 and batch_size >= 1 required, got {self.steps}, "
                              f"{self.batch_size}")
         self.lora_targets = tuple(self.lora_targets)
+        check_device_name(self.device)
 
     @property
     def resolved_tuning(self) -> str:
@@ -166,6 +171,53 @@ class TeacherFinetuneConfig:
         if unknown:
             raise ValueError(f"unknown teacher config fields {unknown}")
         return cls(**d)
+
+
+# ---------------------------------------------------------------- device
+def check_device_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is "cpu", "cuda", "cuda:N" or "auto"."""
+    ok = name in ("cpu", "cuda", "auto") or (
+        isinstance(name, str) and name.startswith("cuda:") and name[5:].isdigit())
+    if not ok:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {name!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``name`` ("auto": cuda when available, else cpu); a cuda device
+    that is not there is an error here rather than deep inside the first forward pass."""
+    check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device "
+                             f"(torch {torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but torch sees only "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def device_description(dev: torch.device) -> dict:
+    """``{"device": "cuda:0", "name": "<GPU name>"}`` (name "cpu" on the CPU)."""
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return {"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index)}
+    return {"device": str(dev), "name": str(dev)}
+
+
+def _to_cpu(obj):
+    """``obj`` (nested dicts / lists / tuples of tensors, e.g. an optimizer state dict) with
+    every tensor moved to the CPU, so that files load on machines without the training
+    device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 # ---------------------------------------------------------------- data
@@ -253,12 +305,14 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_tensors(path: Path, map_location: str | torch.device = "cpu",
+                  ) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, placed on ``map_location`` (default: the CPU)."""
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise TeacherCheckpointError(f"{path}: missing")
-    return load_file(str(path))
+    return load_file(str(path), device=str(map_location))
 
 
 def _write_json(obj: dict, path: Path) -> None:
@@ -278,11 +332,14 @@ def _load_state(teacher: STTeacher, tensors: dict[str, torch.Tensor], where: Pat
     teacher.load_state_dict(tensors, strict=False)
 
 
-def load_teacher(checkpoint_dir: str | Path, which: str = "best") -> tuple[STTeacher, dict]:
+def load_teacher(checkpoint_dir: str | Path, which: str = "best",
+                 device: str | torch.device = "cpu") -> tuple[STTeacher, dict]:
     """Rebuild a teacher from a checkpoint directory.
 
     Args:
         which: "best" (``weights.safetensors``) or "latest" (``resume/weights.safetensors``).
+        device: where the teacher is placed ("cpu", "cuda", "cuda:N", "auto" or a
+            torch.device); the weights are read on the CPU whatever device trained them.
 
     Returns:
         ``(teacher in eval mode, the teacher.json dict)``.
@@ -303,8 +360,9 @@ def load_teacher(checkpoint_dir: str | Path, which: str = "best") -> tuple[STTea
     teacher = _wrap(lm.float(), tok, cfg, meta["in_channels"], meta["target_channel_idx"],
                     protocol, meta["steps_per_day"], meta["num_nodes"])
     path = d / WEIGHTS_FILE if which == "best" else d / "resume" / WEIGHTS_FILE
-    _load_state(teacher, _load_tensors(path), path)
-    return teacher.eval(), meta
+    _load_state(teacher, _load_tensors(path, map_location="cpu"), path)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return teacher.to(dev).eval(), meta
 
 
 def read_config(checkpoint_dir: str | Path) -> dict:
@@ -441,13 +499,19 @@ def _encoder_mae(teacher: STTeacher, prepared: PreparedData, starts: np.ndarray,
                  nodes: np.ndarray) -> float:
     """MAE (original units) of the pre-trained encoder + head alone, without the LM."""
     p = prepared.protocol
+    dev = _device_of(teacher)
     s, n = torch.as_tensor(starts), torch.as_tensor(nodes)
     x = prepared.scaled[s[:, None] + torch.arange(p.input_len)[None, :], n[:, None]]
     last = s + p.input_len - 1
-    y_hat = _encoder_forecast(teacher, x, prepared.tod[last], prepared.dow[last], n)
+    y_hat = _encoder_forecast(teacher, x.to(dev), prepared.tod[last].to(dev),
+                              prepared.dow[last].to(dev), n.to(dev)).cpu()
     y = targets_for(prepared.raw_targets, starts, nodes, p.input_len, p.horizon,
                     list(range(prepared.out_channels)))
     return float((prepared.inverse_targets(y_hat) - y).abs().mean())
+
+
+def _device_of(teacher: STTeacher) -> torch.device:
+    return next(teacher.parameters()).device
 
 
 def pretrain_encoder(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFinetuneConfig,
@@ -463,6 +527,7 @@ def pretrain_encoder(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFin
     forecasts are exactly the pre-trained encoder's. Returns ``{"epochs", "train_loss"}``.
     """
     p = prepared.protocol
+    dev = _device_of(teacher)
     enc_params = list(teacher.st_encoder.parameters()) + list(teacher.head.parameters())
     opt = torch.optim.Adam(enc_params, lr=cfg.encoder_pretrain_lr)
     starts, nodes = np.meshgrid(prepared.train_starts, np.arange(prepared.num_nodes),
@@ -482,8 +547,9 @@ def pretrain_encoder(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFin
             x = prepared.scaled[ix, n[:, None]]
             last = s + p.input_len - 1
             y = targets_for(prepared.scaled, starts[idx], nodes[idx], p.input_len, p.horizon,
-                            prepared.target_channel_idx)
-            y_hat = _encoder_forecast(teacher, x, prepared.tod[last], prepared.dow[last], n)
+                            prepared.target_channel_idx).to(dev)
+            y_hat = _encoder_forecast(teacher, x.to(dev), prepared.tod[last].to(dev),
+                                      prepared.dow[last].to(dev), n.to(dev))
             loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -500,12 +566,15 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
     """Fine-tune a teacher; returns the checkpoint directory (``config.output_dir``).
 
     Resumes from ``output_dir/resume`` when ``config.resume`` and it exists (same config
-    required). The final ``weights.safetensors`` holds the weights with the best validation MAE
-    on the evaluation subset (the last ones when there is no validation split).
+    required, except the run-control settings and ``device``). The teacher trains on
+    ``config.device``; checkpoints hold CPU tensors only. The final ``weights.safetensors``
+    holds the weights with the best validation MAE on the evaluation subset (the last ones when
+    there is no validation split).
     """
     cfg = config
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    dev = resolve_device(cfg.device)
     if prepared is None:
         prepared = load_prepared(cfg.dataset, cfg.protocol, cfg.dataset_options)
     else:
@@ -521,11 +590,12 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
         saved = dict(meta["config"])
         now = cfg.to_dict()
         diff = sorted(k for k in now if k not in ("steps", "progress", "resume", "num_threads",
-                                                  "output_dir", "eval_every", "save_every")
+                                                  "output_dir", "eval_every", "save_every",
+                                                  "device")
                       and saved.get(k) != now[k])
         if diff:
             raise TeacherCheckpointError(f"{out}: cannot resume with changed settings {diff}")
-        teacher, _ = load_teacher(out, which="latest")
+        teacher, _ = load_teacher(out, which="latest", device=dev)
         backbone = meta["backbone"]
         state = json.loads((resume_dir / "state.json").read_text())
     else:
@@ -540,12 +610,18 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
             base.save_pretrained(out / "base", safe_serialization=True)
         state = {"step": 0, "best_val_mae": None, "best_step": None, "history": [],
                  "train_seconds": 0.0, "tokens": 0}
+        teacher.to(dev)
         if cfg.encoder_pretrain_epochs > 0:
             if teacher.st_encoder is None:
                 raise ValueError("encoder_pretrain_epochs > 0 needs st_encoder=True")
             t_pre = time.time()
             state["encoder_pretrain"] = pretrain_encoder(teacher, prepared, cfg)
             state["encoder_pretrain"]["seconds"] = round(time.time() - t_pre, 1)
+    used = {**device_description(dev), "from_step": state["step"]}
+    devices = state.setdefault("devices", [])
+    if not devices or devices[-1]["device"] != used["device"] \
+            or devices[-1]["name"] != used["name"]:
+        devices.append(used)
     teacher.train()
     source = PromptSource(builder, teacher.tokenizer, prepared.scaled, prepared.tod,
                           prepared.dow, with_series=teacher.st_encoder is not None)
@@ -559,13 +635,15 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
                        "lr_scale": cfg.pretrained_lr_scale})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resuming:
-        opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True))
+        # saved on the CPU; load_state_dict moves the state to the parameters' device
+        opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True,
+                                       map_location="cpu"))
 
     val_starts = prepared.starts("val")
     eval_rng = np.random.default_rng([cfg.seed, 10**6])
     ev = (sample_pairs(val_starts, prepared.num_nodes, cfg.eval_pairs, eval_rng)
           if len(val_starts) and cfg.eval_pairs > 0 else None)
-    prefix = torch.as_tensor(source.prefix_ids, dtype=torch.long)
+    prefix = torch.as_tensor(source.prefix_ids, dtype=torch.long, device=dev)
     pad = teacher.tokenizer.pad_token_id or 0
     best = teacher.trainable_state_dict() if state["best_val_mae"] is None else None
 
@@ -574,7 +652,7 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
         w = teacher.trainable_state_dict()
         _save_tensors(w, resume_dir / WEIGHTS_FILE)
         tmp = resume_dir / "optimizer.pt.tmp"
-        torch.save(opt.state_dict(), tmp)
+        torch.save(_to_cpu(opt.state_dict()), tmp)
         os.replace(tmp, resume_dir / "optimizer.pt")
         _write_json(state, resume_dir / "state.json")
         if not (out / WEIGHTS_FILE).is_file() or best is not None:
@@ -603,12 +681,13 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
         rng = np.random.default_rng([cfg.seed, k])
         s, n = sample_pairs(prepared.train_starts, prepared.num_nodes, cfg.batch_size, rng)
         pb: PromptBatch = source.batch(s, n)
-        ids = pb.padded(pad)
+        ids = pb.padded(pad).to(dev)
+        st = pb.to(dev)
         y = targets_for(prepared.scaled, s, n, p.input_len, p.horizon,
-                        prepared.target_channel_idx)
+                        prepared.target_channel_idx).to(dev)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * g["lr_scale"] * _lr_factor(k, cfg)
-        y_hat, h = teacher(prefix, ids, pb.st_x, pb.tod, pb.dow, pb.nodes,
+        y_hat, h = teacher(prefix, ids, st.st_x, st.tod, st.dow, st.nodes,
                            reuse_prefix=cfg.reuse_prefix, return_hidden=True)
         loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
         if cfg.lm_loss_weight > 0:
@@ -648,7 +727,11 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
 
 def _training_summary(state: dict) -> dict:
     secs = state.get("train_seconds", 0.0)
+    devices = state.get("devices") or []
     return {"steps": state["step"], "best_val_mae": state["best_val_mae"],
+            "device": devices[-1]["device"] if devices else None,
+            "device_name": devices[-1]["name"] if devices else None,
+            "devices": devices,
             "best_step": state["best_step"], "train_seconds": round(secs, 1),
             "encoder_pretrain": state.get("encoder_pretrain"),
             "tokens_per_second": round(state["tokens"] / secs, 1) if secs > 0 else None,

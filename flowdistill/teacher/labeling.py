@@ -20,7 +20,14 @@ from benchmark.data.stdata import DataError
 from benchmark.data.windows import PreparedData
 
 from .backends import PromptSource, get_backend
-from .finetune import load_prepared, load_teacher, read_config, scaler_from_meta
+from .finetune import (
+    device_description,
+    load_prepared,
+    load_teacher,
+    read_config,
+    resolve_device,
+    scaler_from_meta,
+)
 from .prompts import TEMPLATE_VERSION, PromptBuilder, pairs, template_hash
 
 
@@ -80,7 +87,8 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
           splits: tuple[str, ...] = ("train", "val", "test"),
           store_root: str | Path = "results/soft_labels", *, max_windows: int | None = None,
           chunk_pairs: int = 8192, overwrite: bool = False, progress: bool = True,
-          backend_options: dict | None = None, dataset_options: dict | None = None):
+          backend_options: dict | None = None, dataset_options: dict | None = None,
+          device: str = "cpu"):
     """Label the windows of ``splits`` with a fine-tuned teacher and store them.
 
     Args:
@@ -96,12 +104,19 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
         overwrite: replace an existing artifact with the same version key.
         backend_options: passed to the backend (e.g. ``batch_size``).
         dataset_options: loader options; default: the teacher's own for its own dataset.
+        device: where the hf backend runs the teacher: "cpu", "cuda", "cuda:N" or "auto" (cuda
+            when available); recorded in the store's metadata (not in its version key). The
+            vllm backend places its model itself and takes "cpu" only here.
 
     Returns:
         The opened :class:`~flowdistill.teacher.labels.SoftLabelStore`.
     """
     from .labels import SoftLabelStore
 
+    if backend != "hf" and device != "cpu":
+        raise ValueError(f"device={device!r} applies to the hf backend; the {backend} backend "
+                         f"places its model itself (pass its options in backend_options)")
+    dev = resolve_device(device)
     meta = read_config(checkpoint_dir)
     dataset_id = dataset_id or meta["dataset_id"]
     if dataset_id == meta["dataset_id"]:
@@ -111,7 +126,7 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
             dataset_options = meta["config"].get("dataset_options") or {}
     prepared = load_prepared(dataset_id, protocol, dataset_options)
     check_compatible(meta, prepared)
-    teacher, meta = load_teacher(checkpoint_dir)
+    teacher, meta = load_teacher(checkpoint_dir, device=dev)
     scaler = scaler_from_meta(meta)
     scaled = torch.from_numpy(scaler.transform(prepared.data.values))
     source = PromptSource(PromptBuilder.from_prepared(prepared), teacher.tokenizer, scaled,
@@ -121,6 +136,15 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
         starts = starts[:max_windows]
     tc = list(prepared.target_channel_idx)
     be = get_backend(backend, teacher, **(backend_options or {}))
+    existing = None if overwrite else _existing_store(
+        store_root, {"teacher_id": meta["teacher_id"], "adapter_hash": meta["adapter_hash"],
+                     "template_hash": template_hash(),
+                     "protocol_hash": protocol_hash(dataset_id, prepared.protocol),
+                     "backend": backend, "backend_version": be.version}, starts)
+    if existing is not None:
+        be.close()
+        print(f"soft labels: reusing {existing.path} (it holds every window asked for)")
+        return existing
     try:
         t0 = time.time()
         labels = predict_windows(be, source, starts, prepared.num_nodes,
@@ -139,6 +163,8 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
         "protocol_hash": protocol_hash(dataset_id, prepared.protocol),
         "backend": backend,
         "backend_version": version,
+        "device": str(dev) if backend == "hf" else None,
+        "device_name": device_description(dev)["name"] if backend == "hf" else None,
         "parse_failures": 0,
         "nan_failures": nan_prompts,
         "producer": __name__,
@@ -155,6 +181,26 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
         "prompts_per_second": round(len(starts) * prepared.num_nodes / max(seconds, 1e-9), 2),
     }
     return SoftLabelStore.create(store_root, labels, starts, mask, metadata, overwrite=overwrite)
+
+
+def _existing_store(store_root: str | Path, key_fields: dict, starts: np.ndarray):
+    """The store already at this version key when it holds every window of ``starts`` (so a
+    rerun reuses it instead of labelling again); None when there is none. A store with the same
+    key that lacks some of the windows is an error: relabel with ``overwrite`` or use another
+    ``store_root``."""
+    from .labels import SoftLabelStore, version_key
+
+    path = Path(store_root) / version_key(key_fields)
+    if not path.exists():
+        return None
+    store = SoftLabelStore.open(path)
+    missing = int((~np.isin(starts, store.starts)).sum())
+    if missing:
+        raise FileExistsError(
+            f"{path}: a soft-label store of this teacher and protocol exists but lacks "
+            f"{missing} of the {len(starts)} windows asked for; pass overwrite=True to relabel "
+            f"them all, or another store_root")
+    return store
 
 
 def info(checkpoint_dir: str | Path) -> dict:

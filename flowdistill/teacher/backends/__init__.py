@@ -54,6 +54,15 @@ class PromptBatch:
                            None if self.dow is None else self.dow[t],
                            None if self.nodes is None else self.nodes[t])
 
+    def to(self, device: torch.device | str) -> PromptBatch:
+        """The same prompts with the ST-encoder tensors (``st_x``, ``tod``, ``dow``, ``nodes``)
+        on ``device``; the token ids stay Python lists."""
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(device)
+
+        return PromptBatch(self.prefix_ids, self.suffix_ids, move(self.st_x), move(self.tod),
+                           move(self.dow), move(self.nodes))
+
     def padded(self, pad_id: int) -> torch.Tensor:
         """Right-padded suffix ids ``[P, L_max]``."""
         width = max((len(s) for s in self.suffix_ids), default=0)

@@ -4,6 +4,10 @@ Prompts are sorted by length (less padding) and right-padded; causal attention m
 the end never reaches the real tokens, so no attention mask is needed. With ``reuse_prefix`` the
 shared instruction prefix runs once per batch and its KV cache is repeated over the batch
 (the HF analogue of vLLM's prefix caching).
+
+The forward passes run on the device the teacher's parameters are on (see
+:func:`~flowdistill.teacher.finetune.load_teacher`'s ``device``); inputs are moved there and the
+forecasts come back as CPU numpy arrays.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ class HFBackend:
     """Soft labels from an :class:`~flowdistill.teacher.model.STTeacher` with plain PyTorch.
 
     Args:
-        teacher: the loaded teacher.
+        teacher: the loaded teacher (on the device to run on).
         batch_size: prompts per forward pass.
         reuse_prefix: compute the prefix once per batch (see the module docstring).
         progress: show a progress bar.
@@ -48,16 +52,17 @@ class HFBackend:
         out = np.zeros((n, t.horizon, len(t.target_channel_idx)), np.float32)
         if n == 0:
             return out
+        dev = next(t.parameters()).device
         order = np.argsort([len(s) for s in batch.suffix_ids], kind="stable")
-        prefix = torch.as_tensor(batch.prefix_ids, dtype=torch.long)
+        prefix = torch.as_tensor(batch.prefix_ids, dtype=torch.long, device=dev)
         pad = t.tokenizer.pad_token_id if t.tokenizer.pad_token_id is not None else 0
         bar = tqdm(total=n, desc="hf labels", unit="prompt", disable=not self.progress)
         for i in range(0, n, self.batch_size):
             idx = order[i:i + self.batch_size]
-            sub = batch.subset(idx)
-            y = t(prefix, sub.padded(pad), sub.st_x, sub.tod, sub.dow, sub.nodes,
+            sub = batch.subset(idx).to(dev)
+            y = t(prefix, sub.padded(pad).to(dev), sub.st_x, sub.tod, sub.dow, sub.nodes,
                   reuse_prefix=self.reuse_prefix)
-            out[idx] = y.float().numpy()
+            out[idx] = y.float().cpu().numpy()
             bar.update(len(idx))
         bar.close()
         return out
