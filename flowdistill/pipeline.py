@@ -111,7 +111,10 @@ def step_llm_teacher(dataset: str, finetune_kw: dict, student_sweep: SweepSpec,
         from .teacher.finetune import TeacherFinetuneConfig, finetune
         from .teacher.labeling import label
 
-        out_dir = ctx.runs / "llm-teacher" / f"{dataset}-{finetune_kw.get('backbone', 'tiny')}"
+        # profiles fine-tune with different settings: keep their checkpoints apart
+        name = f"{dataset}-{finetune_kw.get('backbone', 'tiny')}"
+        out_dir = ctx.runs / "llm-teacher" / (name if ctx.profile == "cpu" else
+                                               f"{name}-{ctx.profile}")
         cfg = TeacherFinetuneConfig(dataset=dataset, output_dir=str(out_dir), **finetune_kw)
         t0 = time.perf_counter()
         ckpt = finetune(cfg)
