@@ -5,10 +5,12 @@
 (or ``flowdistill figures``). Tables go to ``<out>/tables/`` (markdown + LaTeX), figures to
 ``<out>/figures/`` (PNG + PDF). Which records feed what:
 
-* accuracy and efficiency tables, error per horizon, predicted vs true series: sweep ``main``
-  (every record when no record carries that tag), full training data;
-* training-fraction table and figure: sweep ``fraction`` (else every record);
-* ablation table: sweep ``ablation`` (else every record), flowdistill and its variants;
+* accuracy and efficiency tables, error per horizon, predicted vs true series: sweeps ``main``,
+  ``foundation``, ``baselines`` and ``student`` (every record when none carries those tags),
+  full training data;
+* training-fraction table and figure: sweeps ``fraction`` and ``student`` (else every record);
+* ablation table: sweeps ``ablation`` and ``student`` (else every record), flowdistill and its
+  variants; ``ablation_cpu``: the CPU sweeps ``student-cpu`` and ``student-llm``;
 * scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``;
 * published vs ours: the runs of :data:`paper.published.PUBLISHED` (their own sweep tags).
 
@@ -47,7 +49,10 @@ class BuildConfig:
             ``$FLOWDISTILL_RUNS``, else ``runs``).
         scaling: scaling rows directory (default ``out/scaling``).
         main_tag, fraction_tag, ablation_tag: sweep names feeding each experiment
-            (comma-separated for several, e.g. ``"baselines,student"``).
+            (comma-separated for several, e.g. ``"baselines,student"``). The defaults name the
+            paper's sweeps and the capped GPU sweeps that stand in for them until they run.
+        cpu_ablation_tag: the 2-core CPU student sweeps, tabled apart (``ablation_cpu``) since
+            their runs stop after 30 epochs.
         digits: decimals of the error tables.
     """
 
@@ -56,9 +61,10 @@ class BuildConfig:
     out: Path = Path("results")
     runs: Path = field(default_factory=lambda: Path(os.environ.get("FLOWDISTILL_RUNS", "runs")))
     scaling: Path | None = None
-    main_tag: str = "main"
-    fraction_tag: str = "fraction"
-    ablation_tag: str = "ablation"
+    main_tag: str = "main,foundation,baselines,student"
+    fraction_tag: str = "fraction,student"
+    ablation_tag: str = "ablation,student"
+    cpu_ablation_tag: str = "student-cpu,student-llm"
     digits: int = 2
 
 
@@ -84,11 +90,15 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
     main = experiment_frame(runs, cfg.main_tag, "accuracy", full_data=True)
     frac = experiment_frame(runs, cfg.fraction_tag, "training fraction", full_data=False)
     abl = experiment_frame(runs, cfg.ablation_tag, "ablation", full_data=False)
+    abl_cpu = experiment_frame(runs, cfg.cpu_ablation_tag, "CPU ablation", full_data=False)
     rows = load_scaling(cfg.scaling or Path(cfg.out) / "scaling", frame)
     return {
         "accuracy table": accuracy_table(main, tables, digits=cfg.digits),
         "efficiency table": efficiency_table(main, tables),
         "ablation table": ablation_table(abl, tables, digits=cfg.digits),
+        "CPU ablation table": ablation_table(
+            abl_cpu, tables, digits=cfg.digits, stem="ablation_cpu",
+            title=f"Ablation on the 2-core CPU (sweeps {cfg.cpu_ablation_tag})"),
         "training-fraction table": fraction_table(frac, tables, digits=cfg.digits),
         "scaling table": scaling_table(rows, tables),
         "published vs ours": published_table(runs, tables, digits=cfg.digits),
@@ -110,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--main-tag", default=d.main_tag)
     p.add_argument("--fraction-tag", default=d.fraction_tag)
     p.add_argument("--ablation-tag", default=d.ablation_tag)
+    p.add_argument("--cpu-ablation-tag", default=d.cpu_ablation_tag)
     p.add_argument("--digits", type=int, default=d.digits)
     a = p.parse_args(argv)
     cfg = BuildConfig(records=a.records, out=a.out, runs=a.runs, scaling=a.scaling,
                       main_tag=a.main_tag, fraction_tag=a.fraction_tag,
-                      ablation_tag=a.ablation_tag, digits=a.digits)
+                      ablation_tag=a.ablation_tag, cpu_ablation_tag=a.cpu_ablation_tag,
+                      digits=a.digits)
     try:
         outputs = build(cfg)
     except (OSError, ValueError) as e:

@@ -143,7 +143,7 @@ def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
 
 
 def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] = METRICS,
-                   digits: int = 2, stem: str = "ablation") -> list[Path]:
+                   digits: int = 2, stem: str = "ablation", title: str = "Ablation") -> list[Path]:
     """FlowDistill vs its ablations (and teacher kinds), per dataset and training fraction."""
     sub = frame[frame["model"].isin(ABLATION_MODELS)] if not frame.empty else frame
     if sub.empty:
@@ -164,7 +164,7 @@ def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
             label=f"tab:{stem}-{_label(dataset, phash, suffix)}",
             row_header=["Variant", "Teacher"], column_groups=_metric_groups(keys, metrics),
             sections=sections, note=variants + ". Bold: lowest mean per column."))
-    return write_tables(tables, out_dir, stem, "Ablation")
+    return write_tables(tables, out_dir, stem, title)
 
 
 def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key: str = AVG,
