@@ -19,7 +19,7 @@ from benchmark.data.protocol import Protocol, protocol_hash
 from benchmark.data.stdata import DataError
 from benchmark.data.windows import PreparedData
 
-from .backends import PromptSource, get_backend
+from .backends import PromptSource, backend_version, get_backend
 from .finetune import (
     device_description,
     load_prepared,
@@ -126,43 +126,38 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
             dataset_options = meta["config"].get("dataset_options") or {}
     prepared = load_prepared(dataset_id, protocol, dataset_options)
     check_compatible(meta, prepared)
+    starts = unique_starts(prepared, tuple(splits))
+    if max_windows is not None:
+        starts = starts[:max_windows]
+    # the store's version key; a store already there that holds every window is reused before
+    # the teacher is loaded or the backend started
+    key = {"teacher_id": meta["teacher_id"], "adapter_hash": meta["adapter_hash"],
+           "template_hash": template_hash(),
+           "protocol_hash": protocol_hash(dataset_id, prepared.protocol),
+           "backend": backend, "backend_version": backend_version(backend)}
+    existing = None if overwrite else _existing_store(store_root, key, starts)
+    if existing is not None:
+        print(f"soft labels: reusing {existing.path} (it holds every window asked for)")
+        return existing
     teacher, meta = load_teacher(checkpoint_dir, device=dev)
     scaler = scaler_from_meta(meta)
     scaled = torch.from_numpy(scaler.transform(prepared.data.values))
     source = PromptSource(PromptBuilder.from_prepared(prepared), teacher.tokenizer, scaled,
                           prepared.tod, prepared.dow, with_series=teacher.st_encoder is not None)
-    starts = unique_starts(prepared, tuple(splits))
-    if max_windows is not None:
-        starts = starts[:max_windows]
     tc = list(prepared.target_channel_idx)
     be = get_backend(backend, teacher, **(backend_options or {}))
-    existing = None if overwrite else _existing_store(
-        store_root, {"teacher_id": meta["teacher_id"], "adapter_hash": meta["adapter_hash"],
-                     "template_hash": template_hash(),
-                     "protocol_hash": protocol_hash(dataset_id, prepared.protocol),
-                     "backend": backend, "backend_version": be.version}, starts)
-    if existing is not None:
-        be.close()
-        print(f"soft labels: reusing {existing.path} (it holds every window asked for)")
-        return existing
     try:
         t0 = time.time()
         labels = predict_windows(be, source, starts, prepared.num_nodes,
                                  lambda y: scaler.inverse(y, tc), chunk_pairs, progress)
         seconds = time.time() - t0
-        version = be.version
     finally:
         be.close()
     finite = np.isfinite(labels)
     mask = finite.reshape(len(labels), -1).all(axis=1)
     nan_prompts = int((~finite.all(axis=(1, 3))).sum())
     metadata = {
-        "teacher_id": meta["teacher_id"],
-        "adapter_hash": meta["adapter_hash"],
-        "template_hash": template_hash(),
-        "protocol_hash": protocol_hash(dataset_id, prepared.protocol),
-        "backend": backend,
-        "backend_version": version,
+        **key,
         "device": str(dev) if backend == "hf" else None,
         "device_name": device_description(dev)["name"] if backend == "hf" else None,
         "parse_failures": 0,

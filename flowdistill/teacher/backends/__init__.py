@@ -106,6 +106,20 @@ class PromptSource:
                            torch.as_tensor(nodes))
 
 
+def backend_version(name: str) -> str:
+    """The version string backend ``name`` records in soft-label stores (part of their key);
+    known without starting the backend."""
+    if name == "hf":
+        import transformers
+
+        return f"transformers {transformers.__version__}, torch {torch.__version__}"
+    if name == "vllm":
+        import vllm
+
+        return f"vllm {vllm.__version__}, torch {torch.__version__}"
+    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+
+
 def get_backend(name: str, teacher, **options):
     """Build backend ``name`` ("hf" or "vllm") around a loaded teacher."""
     if name == "hf":

@@ -40,9 +40,9 @@ class HFBackend:
 
     @property
     def version(self) -> str:
-        import transformers
+        from . import backend_version
 
-        return f"transformers {transformers.__version__}, torch {torch.__version__}"
+        return backend_version("hf")
 
     @torch.no_grad()
     def predict(self, batch: PromptBatch) -> np.ndarray:

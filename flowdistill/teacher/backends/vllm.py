@@ -95,9 +95,9 @@ class VLLMBackend:
 
     @property
     def version(self) -> str:
-        import vllm
+        from . import backend_version
 
-        return f"vllm {vllm.__version__}, torch {torch.__version__}"
+        return backend_version("vllm")
 
     def _prompts(self, batch: PromptBatch) -> list:
         from vllm.inputs import TokensPrompt
