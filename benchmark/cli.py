@@ -130,20 +130,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- results
 def cmd_results(args: argparse.Namespace) -> int:
     from .experiment import default_records_dir
-    from .records import aggregate, format_mean_std, load_records, records_frame, run_tag
+    from .records import aggregate, format_mean_std, load_records, record_sweep, records_frame
 
     records = load_records(args.records or default_records_dir())
     if args.tag:
         tags = set(args.tag.split(","))
-        records = [r for r in records if run_tag(r.run_id, r.dataset, r.model) in tags]
+        records = [r for r in records if record_sweep(r) in tags]
     frame = records_frame(records, args.split)
     if args.dataset:
         frame = frame[frame["dataset"] == args.dataset]
     if frame.empty:
         print("no records")
         return 0
-    agg = aggregate(frame)
-    table = format_mean_std(agg, ("mae", "rmse", "mape"))
+    agg = aggregate(frame, metrics=("mae", "rmse", "mape", "mae_all"))
+    table = format_mean_std(agg, ("mae", "rmse", "mape", "mae_all"))
     if args.csv:
         agg.to_csv(args.csv, index=False)
     md = table.to_markdown(index=False)

@@ -4,6 +4,7 @@ record."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -15,11 +16,13 @@ import torch
 from .data.protocol import Protocol, protocol_hash
 from .data.windows import PreparedData, prepare
 from .efficiency import EfficiencyConfig, measure_efficiency
+from .locks import run_lock
 from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
 from .objectives import StepContext, SupervisedObjective
 from .records import (
     RecordExistsError,
     RunRecord,
+    atomic_write_bytes,
     git_sha,
     hardware_info,
     is_finished,
@@ -28,7 +31,7 @@ from .records import (
     record_path,
     write_record,
 )
-from .trainer import TrainConfig, Trainer, resolve_device
+from .trainer import TrainConfig, Trainer, resolve_device, seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,6 +158,7 @@ def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
     from .trainer import load_checkpoint
 
     prepared = prepared or load_prepared(spec)
+    seed_everything(spec.train.seed, deterministic=False)
     model = build_model(spec.model, ModelContext.from_prepared(prepared), spec.hparams)
     if getattr(model, "closed_form", False):
         model.fit_closed_form(prepared)
@@ -169,16 +173,33 @@ def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
 def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | None = None,
             force: bool = False, command: str = "",
             prepared: PreparedData | None = None) -> tuple[RunRecord, Trainer]:
-    """:func:`run_experiment` that also returns the trainer (its model holds the best weights)."""
+    """:func:`run_experiment` that also returns the trainer (its model holds the best weights).
+
+    The run holds its exclusive lock (:func:`~benchmark.locks.run_lock`) from the check that it
+    is unfinished to the creation of its record, so two processes never train one run: the
+    second waits, then finds the record and raises :class:`RecordExistsError`.
+    """
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     run_id = spec.run_id()
-    if is_finished(records_dir, run_id) and not force:
-        raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
-                                "(use --force to redo it)")
+    with run_lock(runs_dir, run_id):
+        if is_finished(records_dir, run_id) and not force:
+            raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
+                                    "(use --force to redo it)")
+        return _execute_locked(spec, run_id, records_dir, runs_dir, force, command, prepared)
+
+
+def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Path, force: bool,
+                    command: str, prepared: PreparedData | None) -> tuple[RunRecord, Trainer]:
     prepared = prepared or load_prepared(spec)
     protocol = prepared.protocol
     ctx = ModelContext.from_prepared(prepared)
+    device = resolve_device(spec.train.device)
+    if spec.train.num_threads:
+        torch.set_num_threads(spec.train.num_threads)
+    # every random operation of the run (model construction included) follows its seed, so a
+    # run gives the same result in a fresh process and after other runs in a sweep worker
+    seed_everything(spec.train.seed, spec.train.deterministic, device)
     model = build_model(spec.model, ctx, spec.hparams)
     objective = make_objective(spec)
     check_teacher_matches(objective.teacher_labels(), spec.dataset, protocol)
@@ -194,7 +215,6 @@ def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | Non
 
     efficiency: dict = {}
     if spec.efficiency is not None:
-        device = resolve_device(spec.train.device)
         test_starts = prepared.starts("test")
         teacher = objective.teacher_labels()
 
@@ -223,8 +243,8 @@ def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | Non
         objective=objective.describe(), metrics=metrics, params=count_parameters(model),
         efficiency=efficiency, fit=fit_info,
         teacher=({"id": spec.teacher_id(), "path": str(spec.teacher)} if spec.teacher else None),
-        command=command, git_sha=git_sha(), packages=package_versions(),
-        hardware=hardware_info(str(resolve_device(spec.train.device))), created=now_iso(),
+        sweep=spec.tag, command=command, git_sha=git_sha(), packages=package_versions(),
+        hardware=hardware_info(str(device)), created=now_iso(),
         status="finished",
     )
     write_record(record, records_dir, force=force)
@@ -245,8 +265,8 @@ def save_test_predictions(spec: RunSpec, runs_dir: Path | None = None,
     pred, true = trainer.predict("test")
     out = runs_dir / spec.run_id() / "test_predictions.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, pred=pred.astype(dtype), true=true.astype(dtype),
+    buf = io.BytesIO()
+    np.savez_compressed(buf, pred=pred.astype(dtype), true=true.astype(dtype),
                         starts=prepared.starts("test"))
-    os.replace(tmp, out)
+    atomic_write_bytes(out, buf.getvalue())
     return out

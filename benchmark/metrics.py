@@ -1,7 +1,8 @@
 """Masked forecasting metrics accumulated as sums and counts.
 
 For predictions ``p`` and targets ``y`` (original units) and a validity mask ``m``
-(``y`` finite and ``y != null_value``):
+(``y`` finite, ``y != null_value`` and, when the protocol sets ``mask_threshold``,
+``y > mask_threshold``):
 
     MAE  = sum(m * |p - y|) / sum(m)
     RMSE = sqrt(sum(m * (p - y)^2) / sum(m))
@@ -10,7 +11,9 @@ For predictions ``p`` and targets ``y`` (original units) and a validity mask ``m
 (the masked metrics of Li et al., DCRNN, ICLR 2018, Sec. 4 / its released ``masked_mae``,
 with MAPE restricted to non-tiny targets). Because sums and counts are kept per horizon and
 channel, the result does not depend on the batch size or on how the test set was split into
-batches. Three summaries are reported:
+batches. The zero mask of flow data (``mask_threshold = 0``: only ``y > 0`` counts) is the
+FlowDistill release's (``lib/metrics.py``: ``mask = true > mae_thresh`` with ``mae_thresh = 0``)
+and BasicTS's / LargeST's ``masked_mae`` with ``null_val = 0``. Three summaries are reported:
 
 * ``overall``: pooled over every horizon, node and channel (BasicTS-style);
 * ``mean_of_horizons``: the metric at each horizon, then the plain mean over horizons
@@ -29,11 +32,15 @@ import torch
 METRIC_NAMES = ("mae", "rmse", "mape")
 
 
-def validity_mask(y: torch.Tensor, null_value: float | None) -> torch.Tensor:
-    """True where ``y`` is finite and (when a null value is declared) not equal to it."""
+def validity_mask(y: torch.Tensor, null_value: float | None,
+                  mask_threshold: float | None = None) -> torch.Tensor:
+    """True where ``y`` is finite, (when a null value is declared) not equal to it, and (when a
+    mask threshold is declared) above it."""
     mask = torch.isfinite(y)
     if null_value is not None:
         mask &= (y - float(null_value)).abs() > 1e-6
+    if mask_threshold is not None:
+        mask &= y > float(mask_threshold)
     return mask
 
 
@@ -46,12 +53,14 @@ class MetricAccumulator:
         num_channels: C_out.
         null_value: targets equal to it are ignored (None: only non-finite targets are).
         mape_threshold: MAPE counts only targets with ``|y| > mape_threshold``.
+        mask_threshold: targets ``<= mask_threshold`` are ignored (None: no such mask).
     """
 
     horizon: int
     num_channels: int
     null_value: float | None = None
     mape_threshold: float = 0.0
+    mask_threshold: float | None = None
 
     def __post_init__(self) -> None:
         shape = (self.horizon, self.num_channels)
@@ -75,7 +84,7 @@ class MetricAccumulator:
                              f"got {tuple(pred.shape)}")
         pred = pred.detach()
         true = true.detach().to(pred.device)
-        mask = validity_mask(true, self.null_value)
+        mask = validity_mask(true, self.null_value, self.mask_threshold)
         abs_err = (pred - true).abs().masked_fill(~mask, 0.0)
         dims = (0, 2)
 
@@ -124,28 +133,74 @@ class MetricAccumulator:
         return res
 
 
-def masked_mae_loss(pred: torch.Tensor, true: torch.Tensor,
-                    null_value: float | None) -> torch.Tensor:
+ALL_TARGETS = "all_targets"
+
+
+@dataclass
+class ProtocolMetrics:
+    """Both views of one split's metrics: masked as the protocol says (``null_value``,
+    ``mask_threshold``) and over every finite target (``all_targets``: no null or threshold
+    mask, same MAPE threshold), so a record can be read under either convention.
+
+    Args:
+        horizon, num_channels, null_value, mape_threshold, mask_threshold: the protocol's.
+    """
+
+    horizon: int
+    num_channels: int
+    null_value: float | None = None
+    mape_threshold: float = 0.0
+    mask_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        self.masked = MetricAccumulator(self.horizon, self.num_channels, self.null_value,
+                                        self.mape_threshold, self.mask_threshold)
+        self.unmasked = MetricAccumulator(self.horizon, self.num_channels, None,
+                                          self.mape_threshold, None)
+
+    @classmethod
+    def for_protocol(cls, protocol, num_channels: int) -> ProtocolMetrics:
+        return cls(protocol.horizon, num_channels, protocol.null_value, protocol.mape_threshold,
+                   getattr(protocol, "mask_threshold", None))
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
+        """Add a batch, ``pred, true: [B, T_out, N, C_out]`` original units, to both views."""
+        self.masked.update(pred, true)
+        self.unmasked.update(pred, true)
+
+    def summary(self, report_horizons: tuple[int, ...] = (3, 6, 12),
+                channel_names: list[str] | None = None) -> dict:
+        """:meth:`MetricAccumulator.summary` of the protocol's view, with the all-targets view's
+        ``overall``, ``mean_of_horizons`` and ``@h`` under ``"all_targets"``."""
+        out = self.masked.summary(report_horizons, channel_names)
+        full = self.unmasked.summary(report_horizons)
+        out[ALL_TARGETS] = {k: v for k, v in full.items() if k != "per_horizon"}
+        return out
+
+
+def masked_mae_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
+                    mask_threshold: float | None = None) -> torch.Tensor:
     """Differentiable masked MAE (mean over valid entries), the training loss of most baselines."""
-    mask = validity_mask(true, null_value)
+    mask = validity_mask(true, null_value, mask_threshold)
     n = mask.sum().clamp_min(1)
     return torch.where(mask, (pred - true).abs(), torch.zeros_like(pred)).sum() / n
 
 
 def masked_huber_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
-                      delta: float = 1.0) -> torch.Tensor:
+                      delta: float = 1.0, mask_threshold: float | None = None) -> torch.Tensor:
     """Masked Huber loss (Huber 1964): 0.5 e^2 if |e| <= delta else delta (|e| - 0.5 delta)."""
-    mask = validity_mask(true, null_value)
+    mask = validity_mask(true, null_value, mask_threshold)
     n = mask.sum().clamp_min(1)
     e = torch.where(mask, pred - true, torch.zeros_like(pred))
     loss = torch.nn.functional.huber_loss(e, torch.zeros_like(e), reduction="none", delta=delta)
     return (loss * mask).sum() / n
 
 
-def masked_mse_loss(pred: torch.Tensor, true: torch.Tensor,
-                    null_value: float | None) -> torch.Tensor:
+def masked_mse_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
+                    mask_threshold: float | None = None) -> torch.Tensor:
     """Masked mean squared error over valid entries."""
-    mask = validity_mask(true, null_value)
+    mask = validity_mask(true, null_value, mask_threshold)
     n = mask.sum().clamp_min(1)
     e = torch.where(mask, pred - true, torch.zeros_like(pred))
     return (e * e).sum() / n

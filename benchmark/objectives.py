@@ -69,7 +69,8 @@ def add_model_regulariser(model: nn.Module, ctx: StepContext, total: torch.Tenso
 
 @dataclass
 class SupervisedObjective(Objective):
-    """Ground-truth loss on inverse-scaled predictions (masked by the protocol's null value),
+    """Ground-truth loss on inverse-scaled predictions (masked by the protocol's null value and
+    mask threshold),
     plus the model's own regulariser.
 
     Args:
@@ -85,15 +86,18 @@ class SupervisedObjective(Objective):
         if self.loss_name not in LOSSES:
             raise ValueError(f"unknown loss {self.loss_name!r}; choose from {sorted(LOSSES)}")
 
-    def ground_truth_loss(self, pred: torch.Tensor, true: torch.Tensor, null_value) -> torch.Tensor:
+    def ground_truth_loss(self, pred: torch.Tensor, true: torch.Tensor, null_value,
+                          mask_threshold: float | None = None) -> torch.Tensor:
         if self.loss_name == "huber":
-            return LOSSES["huber"](pred, true, null_value, self.huber_delta)
-        return LOSSES[self.loss_name](pred, true, null_value)
+            return LOSSES["huber"](pred, true, null_value, self.huber_delta,
+                                   mask_threshold=mask_threshold)
+        return LOSSES[self.loss_name](pred, true, null_value, mask_threshold=mask_threshold)
 
     def loss(self, model, batch, y_hat, ctx):
         prepared = ctx.prepared
         pred = prepared.inverse_targets(y_hat)
-        gt = self.ground_truth_loss(pred, batch.y, prepared.protocol.null_value)
+        p = prepared.protocol
+        gt = self.ground_truth_loss(pred, batch.y, p.null_value, p.mask_threshold)
         logs = {"loss_gt": float(gt.detach())}
         return add_model_regulariser(model, ctx, gt, logs), logs
 

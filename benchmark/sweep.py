@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .efficiency import EfficiencyConfig
 from .experiment import RunSpec, default_records_dir, default_runs_dir, run_experiment
-from .records import is_finished
+from .records import RecordExistsError, is_finished
 from .trainer import TrainConfig
 
 
@@ -161,20 +161,29 @@ class SweepResult:
                 f"{len(self.failed)} failed")
 
 
-def _run_one(spec: RunSpec, records_dir: str, runs_dir: str) -> tuple[str, str | None]:
+FINISHED, SKIPPED, FAILED = "finished", "skipped", "failed"
+
+
+def _run_one(spec: RunSpec, records_dir: str, runs_dir: str) -> tuple[str, str, str | None]:
+    """(run id, outcome, traceback or None). A run that another process finished meanwhile
+    (it held the run's lock, see :func:`benchmark.experiment.execute`) is ``skipped``."""
     try:
         run_experiment(spec, Path(records_dir), Path(runs_dir),
                        command=f"sweep {spec.tag}")
-        return spec.run_id(), None
+        return spec.run_id(), FINISHED, None
+    except RecordExistsError:
+        return spec.run_id(), SKIPPED, None
     except Exception:  # noqa: BLE001 - reported per run, the sweep goes on
-        return spec.run_id(), traceback.format_exc()
+        return spec.run_id(), FAILED, traceback.format_exc()
 
 
 def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
               records_dir: Path | None = None, runs_dir: Path | None = None,
               progress: bool = True, ray_resources: dict | None = None,
               on_done: Callable[[str, str | None], None] | None = None) -> SweepResult:
-    """Run every unfinished run of ``sweep``; failures are collected, not fatal."""
+    """Run every unfinished run of ``sweep``; failures are collected, not fatal. Safe to run
+    twice at once (two shells, two machines on one file system): each run trains once, under
+    its lock, and the other sweep counts it as skipped."""
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     result = SweepResult()
@@ -188,9 +197,11 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
             todo.append(spec)
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", disable=not progress)
 
-    def done(run_id: str, err: str | None) -> None:
-        if err is None:
+    def done(run_id: str, outcome: str, err: str | None) -> None:
+        if outcome == FINISHED:
             result.finished.append(run_id)
+        elif outcome == SKIPPED:
+            result.skipped.append(run_id)
         else:
             result.failed[run_id] = err
             tqdm.write(f"FAILED {run_id}:\n{err}")
@@ -208,7 +219,7 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
                 try:
                     done(*f.result())
                 except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
-                    done(futs[f].run_id(), traceback.format_exc())
+                    done(futs[f].run_id(), FAILED, traceback.format_exc())
     elif executor == "ray":
         _run_ray(todo, records_dir, runs_dir, ray_resources or {}, done)
     else:
@@ -218,7 +229,7 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
 
 
 def _run_ray(todo: list[RunSpec], records_dir: Path, runs_dir: Path, resources: dict,
-             done: Callable[[str, str | None], None]) -> None:
+             done: Callable[[str, str, str | None], None]) -> None:
     """Submit each run as a Ray task (``num_cpus``/``num_gpus`` from ``resources``).
 
     Connects to a running cluster when ``RAY_ADDRESS`` is set (``ray.init()`` default), else

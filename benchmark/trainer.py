@@ -7,6 +7,7 @@ checkpoint, progress bars, and evaluation of whole splits (never dropping the la
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import time
@@ -19,8 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.windows import PreparedData
-from .metrics import MetricAccumulator
+from .metrics import ProtocolMetrics
 from .objectives import Objective, StepContext, SupervisedObjective
+from .records import atomic_write_bytes
 
 
 @dataclass
@@ -106,9 +108,12 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`~benchmark.records.atomic_write_bytes` (a unique temporary
+    name in the same directory, fsync, rename): readers see the old checkpoint or the new one,
+    and two writers never share a temporary file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass
@@ -283,10 +288,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
-        """Masked MAE/RMSE/MAPE over the whole split (every window, no drop_last)."""
+        """Masked MAE/RMSE/MAPE over the whole split (every window, no drop_last), under the
+        protocol's mask and (``"all_targets"``) over every finite target."""
         p = self.prepared.protocol
-        acc = MetricAccumulator(p.horizon, self.prepared.out_channels, p.null_value,
-                                p.mape_threshold)
+        acc = ProtocolMetrics.for_protocol(p, self.prepared.out_channels)
         self.model.eval()
         for batch in self.prepared.batches(split, self.config.eval_batch_size):
             y_hat = self.model(batch.to(self.device))

@@ -120,6 +120,7 @@ def teacher_bounded_loss(pred: torch.Tensor, target: torch.Tensor, teacher: torc
                          teacher_mask: torch.Tensor | None, null_value: float | None, *,
                          bound_weight: float, bound_margin: float, gate: str = "window",
                          distance: str = "huber", huber_delta: float = 1.0,
+                         mask_threshold: float | None = None,
                          ) -> tuple[torch.Tensor, dict[str, float]]:
     """Ground-truth loss with the teacher bound (Chen et al., "Learning Efficient Object
     Detection Models with Knowledge Distillation", NeurIPS 2017, eqs. 4-5, as adopted by
@@ -131,7 +132,8 @@ def teacher_bounded_loss(pred: torch.Tensor, target: torch.Tensor, teacher: torc
     i.e. the student's ground-truth loss is up-weighted by ``(1 + lambda)`` unless the student
     already beats the teacher by at least the margin ``delta`` (``bound_margin``). ``L`` is the
     masked ``distance`` in original units; the mask is
-    :func:`benchmark.metrics.validity_mask` of ``y`` under the protocol's ``null_value``.
+    :func:`benchmark.metrics.validity_mask` of ``y`` under the protocol's ``null_value`` and
+    ``mask_threshold``.
 
     Gates (which losses the condition compares):
 
@@ -163,7 +165,7 @@ def teacher_bounded_loss(pred: torch.Tensor, target: torch.Tensor, teacher: torc
         raise ValueError(f"shapes differ: prediction {tuple(pred.shape)}, target "
                          f"{tuple(target.shape)}, teacher {tuple(teacher.shape)}")
     b = pred.shape[0]
-    m = validity_mask(target, null_value)
+    m = validity_mask(target, null_value, mask_threshold)
     d = pointwise_distance(pred, target, distance, huber_delta)
     n_valid = m.sum().clamp_min(1)
     plain = torch.where(m, d, torch.zeros_like(d)).sum() / n_valid
@@ -200,7 +202,7 @@ def teacher_bounded_loss(pred: torch.Tensor, target: torch.Tensor, teacher: torc
 
 def soft_label_loss(pred: torch.Tensor, teacher: torch.Tensor, teacher_mask: torch.Tensor | None,
                     target: torch.Tensor, null_value: float | None, distance: str = "huber",
-                    huber_delta: float = 1.0) -> torch.Tensor:
+                    huber_delta: float = 1.0, mask_threshold: float | None = None) -> torch.Tensor:
     """Direct soft-label term (classic regression KD: the student is pulled toward the
     teacher's prediction, Hinton et al. 2015 applied to regression outputs):
 
@@ -212,7 +214,7 @@ def soft_label_loss(pred: torch.Tensor, teacher: torch.Tensor, teacher_mask: tor
     if pred.shape != teacher.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != teacher {tuple(teacher.shape)}")
     labelled = _window_mask(teacher_mask, pred.shape[0], pred.device)
-    m = validity_mask(target, null_value) & torch.isfinite(teacher)
+    m = validity_mask(target, null_value, mask_threshold) & torch.isfinite(teacher)
     m = m & labelled[:, None, None, None]
     d = pointwise_distance(pred, teacher, distance, huber_delta)
     return torch.where(m, d, torch.zeros_like(d)).sum() / m.sum().clamp_min(1)

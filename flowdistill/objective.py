@@ -104,6 +104,7 @@ class DistillationObjective(Objective):
         cfg = self.config
         prepared = ctx.prepared
         null = prepared.protocol.null_value
+        thresh = prepared.protocol.mask_threshold
         pred = prepared.inverse_targets(y_hat)  # [B, T_out, N, C_out] original units
         logs: dict[str, float] = {}
         have_teacher = self.teacher is not None and batch.teacher is not None
@@ -120,10 +121,10 @@ class DistillationObjective(Objective):
             total, logs = teacher_bounded_loss(
                 pred, batch.y, teacher, mask, null, bound_weight=cfg.bound_weight,
                 bound_margin=cfg.bound_margin, gate=cfg.gate, distance=cfg.distance,
-                huber_delta=cfg.huber_delta)
+                huber_delta=cfg.huber_delta, mask_threshold=thresh)
             if cfg.kd_weight > 0:
                 kd = soft_label_loss(pred, teacher, mask, batch.y, null, cfg.distance,
-                                     cfg.huber_delta)
+                                     cfg.huber_delta, mask_threshold=thresh)
                 total = total + cfg.kd_weight * kd
                 logs["loss_kd"] = float(kd.detach())
         else:
@@ -131,7 +132,8 @@ class DistillationObjective(Objective):
             zeros = torch.zeros(pred.shape[0], dtype=torch.bool, device=pred.device)
             total, logs = teacher_bounded_loss(
                 pred, batch.y, pred.detach(), zeros, null, bound_weight=0.0, bound_margin=0.0,
-                gate=cfg.gate, distance=cfg.distance, huber_delta=cfg.huber_delta)
+                gate=cfg.gate, distance=cfg.distance, huber_delta=cfg.huber_delta,
+                mask_threshold=thresh)
         return add_model_regulariser(model, ctx, total, logs), logs
 
     def _where(self) -> str:

@@ -105,3 +105,45 @@ def test_losses_by_hand():
     assert float(masked_mse_loss(PRED, TRUE, 0.0)) == pytest.approx(10 / 3)
     # Huber, delta 1: errors 1, 0, 3 (masked 0 excluded) -> .5, 0, 2.5
     assert float(masked_huber_loss(PRED, TRUE, 0.0, delta=1.0)) == pytest.approx(3.0 / 3)
+
+
+def test_mask_threshold_masks_nonpositive_targets():
+    """mask_threshold=0 (the FlowDistill release's ``true > 0``): y = 0 drops out; and a
+    negative target drops out too (unlike null_value=0, which masks exactly 0)."""
+    from benchmark.metrics import validity_mask
+
+    y = torch.tensor([-1.0, 0.0, 0.0005, 2.0, float("nan")])
+    assert validity_mask(y, None, 0.0).tolist() == [False, False, True, True, False]
+    assert validity_mask(y, 0.0).tolist() == [True, False, True, True, False]
+    acc = MetricAccumulator(horizon=2, num_channels=1, mask_threshold=0.0)
+    acc.update(PRED, TRUE)
+    s = acc.summary((1, 2))["overall"]
+    assert s["mae"] == pytest.approx((1 + 0 + 3) / 3)
+    assert s["mape"] == pytest.approx(100 * (1 + 0 + 0.75) / 3)
+    assert float(masked_mae_loss(PRED, TRUE, None, mask_threshold=0.0)) == pytest.approx(4 / 3)
+    assert float(masked_huber_loss(PRED, TRUE, None, 1.0, mask_threshold=0.0)) == \
+        pytest.approx(3.0 / 3)
+
+
+def test_protocol_metrics_carry_both_views():
+    """ProtocolMetrics: the protocol's masked view on top, every finite target under
+    ``all_targets`` (here: the y = 0 point counts there)."""
+    from benchmark.data.protocol import Protocol
+    from benchmark.metrics import ProtocolMetrics
+
+    p = Protocol(input_len=1, horizon=2, null_value=None, mask_threshold=0.0,
+                 report_horizons=(1, 2))
+    acc = ProtocolMetrics.for_protocol(p, 1)
+    acc.update(PRED, TRUE)
+    s = acc.summary(p.report_horizons)
+    assert s["overall"]["mae"] == pytest.approx(4 / 3)
+    assert s["all_targets"]["overall"]["mae"] == pytest.approx(5 / 4)
+    assert s["all_targets"]["@2"]["mae"] == pytest.approx((1 + 3) / 2)
+    assert s["@2"]["mae"] == pytest.approx(3.0)  # h2: y=0 masked, only |1 - 4|
+
+
+def test_protocol_rejects_non_finite_mask_settings():
+    from benchmark.data.protocol import Protocol
+
+    with pytest.raises(ValueError, match="mask_threshold"):
+        Protocol(mask_threshold=float("nan"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 
@@ -20,6 +21,11 @@ class Protocol:
         channels: input channels (names); None means all.
         target_channels: channels to forecast; None means the input channels.
         null_value: observations equal to this are masked in metrics and losses (None: no mask).
+        mask_threshold: targets ``y <= mask_threshold`` are masked in the training loss and in
+            every metric (None: no such mask). The FlowDistill release masks zero flows this
+            way (``mask_value`` 0.001 in its loss, ``true > 0`` in its metrics, which agree on
+            count data), and so do BasicTS and LargeST on flow data. Records also carry the
+            metrics over all finite targets.
         mape_threshold: |y| must exceed this for a point to count in MAPE.
         scaler: "standard" (z-score per channel), "minmax" or "none".
         train_fraction: share of the training windows a model may see.
@@ -36,6 +42,7 @@ class Protocol:
     channels: tuple[str, ...] | None = None
     target_channels: tuple[str, ...] | None = None
     null_value: float | None = 0.0
+    mask_threshold: float | None = None
     mape_threshold: float = 0.0
     scaler: str = "standard"
     train_fraction: float = 1.0
@@ -59,6 +66,10 @@ class Protocol:
             if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1.0) > 1e-6:
                 raise ValueError("split_ratios must be three numbers summing to 1, "
                                  f"got {self.split_ratios}")
+        for name in ("null_value", "mask_threshold", "mape_threshold"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(float(v)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if any(h < 1 for h in self.report_horizons):
             raise ValueError(f"report_horizons {self.report_horizons} must be 1-based")
 

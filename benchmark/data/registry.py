@@ -177,25 +177,29 @@ _METR_FILES = (
 )
 
 # --- default protocols ---------------------------------------------------------------------
-_COUNT_NOTE = ("flow counts: zeros are real observations, so nothing is masked in MAE/RMSE "
-               "(null_value=None)")
+_ZERO_MASK_NOTE = ("targets <= 0 are masked in the training loss and in every metric: the "
+                   "FlowDistill release's convention (loss mask_value = 0.001, metrics keep "
+                   "true > 0 with mae_thresh = 0; identical on counts), as BasicTS and LargeST "
+                   "mask zeros on flow data; records also carry the metrics over all targets "
+                   "(metrics.<split>.all_targets); mask_threshold=null selects the unmasked "
+                   "protocol")
+_MAPE_NOTE = ("MAPE over the same non-zero targets as MAE/RMSE, as in the release (no further "
+              "threshold)")
 _MANHATTAN_PROTOCOL = Protocol(
     input_len=12, horizon=12, split_ratios=(0.5, 0.3, 0.2), time_range=(0, 17520),
-    null_value=None, mape_threshold=1.0,
+    null_value=None, mask_threshold=0.0, mape_threshold=0.0,
     notes={"time_range": "2019 only (17,520 half-hours): FlowDistill's one-year 30-min setting; "
                          "2020 has the COVID collapse",
            "split": "5:3:2 chronological as in the FlowDistill authors' code",
-           "null_value": _COUNT_NOTE,
-           "mape_threshold": "MAPE only where |y| > 1 (counts of 0 and 1 make percentage errors "
-                             "meaningless); the FlowDistill release also masks small targets "
-                             "in MAPE"})
+           "mask_threshold": _ZERO_MASK_NOTE, "mape_threshold": _MAPE_NOTE})
 _GRID_PROTOCOL = Protocol(
-    input_len=12, horizon=12, split_ratios=(0.5, 0.3, 0.2), null_value=None, mape_threshold=10.0,
+    input_len=12, horizon=12, split_ratios=(0.5, 0.3, 0.2), null_value=None, mask_threshold=0.0,
+    mape_threshold=0.0,
     notes={"split": "5:3:2 chronological like the other NYC taxi data (the source files' own "
                     "split is 2784/672/864 steps: use split_steps to reproduce STSAN)",
-           "null_value": _COUNT_NOTE,
-           "mape_threshold": "MAPE only where |y| > 10, STSAN's test_threshold for NYC-Taxi "
-                             "(half of all cell-slots are zero)"})
+           "mask_threshold": _ZERO_MASK_NOTE,
+           "mape_threshold": _MAPE_NOTE + " (STSAN's own protocol: mask_threshold=null, "
+                             "mape_threshold=10)"})
 _PEMS_PROTOCOL = Protocol(
     input_len=12, horizon=12, split_ratios=(0.6, 0.2, 0.2), null_value=0.0, mape_threshold=0.0,
     notes={"split": "6:2:2, the usual PEMS-style split",
