@@ -36,6 +36,9 @@ class ModelContext:
             fit on ``train_starts`` alone.
         train_starts: window starts the model may train on.
         target_channel_idx: indices of the target channels within the C inputs.
+        timestamps: ``datetime64[ns]`` ``[T]`` real time of each step of ``series`` (may skip
+            whole days, see :class:`~benchmark.data.stdata.STData`), or None (then a model may
+            assume a regular axis).
     """
 
     num_nodes: int
@@ -48,6 +51,7 @@ class ModelContext:
     series: torch.Tensor | None = field(default=None, repr=False)
     train_starts: np.ndarray | None = field(default=None, repr=False)
     target_channel_idx: tuple[int, ...] = ()
+    timestamps: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_prepared(cls, prepared) -> ModelContext:
@@ -62,6 +66,7 @@ class ModelContext:
             series=prepared.scaled,
             train_starts=prepared.train_starts,
             target_channel_idx=tuple(prepared.target_channel_idx),
+            timestamps=prepared.data.timestamps,
         )
 
 

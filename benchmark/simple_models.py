@@ -33,42 +33,79 @@ class LastValue(Forecaster):
 
 
 @register_model("ha-week", citation="seasonal naive forecast (one week earlier)",
-                description="Value at the same slot one week earlier (last value if unavailable).")
+                description="Value at the same time one calendar week earlier (last value if "
+                            "unavailable).")
 class HistoricalWeek(Forecaster):
-    """``y_hat[t] = y[t - 7 * steps_per_day]``: a past observation, so no look-ahead."""
+    """``y_hat[t] = y[t']`` where step ``t'`` is the same time of day on the same weekday one
+    week (7 calendar days) earlier, read from the real timestamps.
+
+    On a regular time axis ``t' = t - 7 * steps_per_day``. On one that skips days (pems07m has
+    weekdays only) ``t'`` is found by time, not by index: in pems07m it is ``5 * 288`` steps
+    back, since the two weekend days between are absent. Where that step does not exist (the
+    first week of the series, or a skipped day such as a missing holiday) or is not observed
+    history (``t' >= start + input_len``, possible only when many days are skipped), the
+    forecast falls back to the window's last observed value, as it always has at the series
+    start. Without timestamps (a hand-built context) the axis is taken as regular.
+    """
 
     closed_form = True
 
     def __init__(self, horizon: int, input_len: int, steps_per_day: int, series: torch.Tensor,
-                 target_channel_idx: tuple[int, ...]) -> None:
+                 target_channel_idx: tuple[int, ...],
+                 timestamps: np.ndarray | None = None) -> None:
         super().__init__()
-        self.week = 7 * steps_per_day
-        if horizon > self.week:
-            raise ValueError(f"ha-week needs horizon <= one week ({self.week} steps), "
+        week = 7 * steps_per_day
+        if horizon > week:
+            raise ValueError(f"ha-week needs horizon <= one week ({week} steps), "
                              f"got {horizon}")
         self.horizon, self.input_len = horizon, input_len
         self.series = series
         self.target_channel_idx = list(target_channel_idx)
+        self.week_back = torch.from_numpy(_one_week_earlier(series.shape[0], week, timestamps))
         self._dummy = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
 
     def fit_closed_form(self, prepared) -> None:
         pass
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        t = batch.start.cpu()[:, None] + self.input_len + torch.arange(self.horizon)[None, :]
-        src = t - self.week  # always < start + input_len, i.e. observed history
-        ok = src >= 0
+        start = batch.start.cpu()[:, None]
+        t = start + self.input_len + torch.arange(self.horizon)[None, :]  # [B, T_out]
+        src = self.week_back[t]
+        ok = (src >= 0) & (src < start + self.input_len)  # observed history only
         vals = self.series[src.clamp_min(0)][..., self.target_channel_idx]  # [B, T_out, N, C_out]
         last = batch.x[:, -1:, :, self.target_channel_idx].cpu().expand_as(vals)
         out = torch.where(ok[:, :, None, None], vals, last)
         return out.to(batch.x.device)
 
 
+def _one_week_earlier(num_steps: int, week_steps: int,
+                      timestamps: np.ndarray | None) -> np.ndarray:
+    """int64 ``[T]``: the index of the step exactly 7 days before each step, -1 where the series
+    has none. ``timestamps`` None means a regular axis (``index - week_steps``)."""
+    idx = np.arange(num_steps, dtype=np.int64)
+    if timestamps is None:
+        src = idx - week_steps
+        return np.where(src >= 0, src, -1)
+    ts = np.asarray(timestamps).astype("datetime64[ns]")
+    if len(ts) != num_steps:
+        raise ValueError(f"ha-week: {len(ts)} timestamps for a series of {num_steps} steps")
+    want = ts - np.timedelta64(7, "D")
+    src = np.searchsorted(ts, want).astype(np.int64)
+    found = src < num_steps
+    found[found] = ts[src[found]] == want[found]
+    return np.where(found, src, -1)
+
+
 @register_model("ha-slot", citation="historical average per (day-of-week, time-of-day) slot",
                 description="Training-period mean per weekly slot and node.")
 class HistoricalSlotMean(Forecaster):
     """``y_hat[t]`` = mean of the visible training steps with the same (day-of-week,
-    time-of-day) slot."""
+    time-of-day) slot.
+
+    The slots come from the batch's ``dow``/``tod`` indices, i.e. from the real timestamps
+    (:mod:`benchmark.data.timefeatures`), so on pems07m the weekday is the real one. A slot with
+    no visible training step (a weekend slot of a weekday-only series) holds the overall mean.
+    """
 
     closed_form = True
 

@@ -31,6 +31,7 @@ from benchmark.data.registry import (
 from benchmark.data.sources.nyc_grid import grid_adjacency
 from benchmark.data.sources.pems07m import true_dates
 from benchmark.data.stdata import DataError, STData
+from benchmark.data.timefeatures import day_of_week_index, time_of_day_index
 
 
 def _real_data_dir() -> Path | None:
@@ -157,7 +158,34 @@ def test_dataset_info_real(real_env):
     assert info["shape"] == [12672, 228, 1]
     assert info["steps_per_day"] == 288 and info["step_minutes"] == 5
     assert info["default_protocol"]["split_ratios"] == [0.6, 0.2, 0.2]
-    assert "synthetic consecutive-day" in info["calendar_note"]
+    assert "real timestamps" in info["calendar_note"]
+    assert info["regular"] is False and info["start"] == "2012-05-01T00:00:00"
+    assert info["end"] == "2012-06-29T23:55:00"
+
+
+@pytest.mark.data
+@needs_data
+def test_pems07m_timestamps_are_the_real_weekdays(real_env):
+    data = load_dataset("pems07m")
+    ts = data.timestamps
+    assert ts[0] == np.datetime64("2012-05-01T00:00")
+    assert ts[-1] == np.datetime64("2012-06-29T23:55")
+    dates = np.unique(ts.astype("datetime64[D]"))
+    assert len(dates) == 44 and np.array_equal(dates, true_dates())
+    assert np.datetime64("2012-05-28") in dates  # Memorial Day is in the data (44, not 43)
+    dow = day_of_week_index(ts)
+    assert not np.isin(dow, (5, 6)).any()
+    assert np.array_equal(dow, pd.DatetimeIndex(ts).day_of_week.to_numpy())
+    assert dow[0] == 1 and dow[4 * 288] == 0  # Tuesday May 1, Monday May 7 (after a weekend)
+    assert np.array_equal(time_of_day_index(ts, 288), np.tile(np.arange(288), 44))
+    assert not data.regular
+    # the time axis skips exactly the weekends: 8 gaps of 2 days + 5 min, all Fri -> Mon
+    gaps = np.flatnonzero(np.diff(ts) != np.timedelta64(5, "m"))
+    assert len(gaps) == 8 and np.all(np.diff(ts)[gaps] == np.timedelta64(2 * 1440 + 5, "m"))
+    assert np.all(dow[gaps] == 4) and np.all(dow[gaps + 1] == 0)
+    # the holiday is where the calendar says: no morning peak on Memorial Day
+    am = data.values.reshape(44, 288, 228)[:, 84:108].mean(axis=(1, 2))
+    assert int(np.argmax(am)) == int(np.flatnonzero(dates == np.datetime64("2012-05-28"))[0])
 
 
 def _copy_dataset(dataset_id: str, dest_root: Path) -> Path:

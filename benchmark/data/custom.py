@@ -144,10 +144,14 @@ def _timestamps(root: Path, m: dict, num_steps: int) -> np.ndarray:
             i = int(np.argmax(d <= 0)) + 1
             raise DataError(f"{path}: timestamps are not strictly increasing at row {i} "
                             f"({t[i - 1]} then {t[i]})")
-        if (d != d[0]).any():
-            i = int(np.argmax(d != d[0])) + 1
+        # one step, or one step plus whole skipped days (STData's rule; e.g. weekdays only)
+        step = d.min()
+        bad = (d - step) % (86400 * 10**9) != 0
+        if bad.any():
+            i = int(np.argmax(bad)) + 1
             raise DataError(f"{path}: timestamps are irregular at row {i}: step "
-                            f"{d[i - 1] / 1e9:g} s, expected {d[0] / 1e9:g} s")
+                            f"{d[i - 1] / 1e9:g} s, expected {step / 1e9:g} s (or that plus "
+                            "whole skipped days)")
     return t
 
 
@@ -157,7 +161,7 @@ def _steps_per_day(root: Path, m: dict, t: np.ndarray) -> int:
         if "steps_per_day" not in m:
             raise DataError(f"{mpath}: one time step: give 'steps_per_day'")
         return int(m["steps_per_day"])
-    step_s = int((t[1] - t[0]) / np.timedelta64(1, "s"))
+    step_s = int(np.diff(t).min() / np.timedelta64(1, "s"))  # skipped days are longer steps
     if step_s <= 0 or 86400 % step_s:
         raise DataError(f"{mpath}: a time step of {step_s} s does not divide a day")
     derived = 86400 // step_s
@@ -253,7 +257,7 @@ def write_custom(data: STData, path: str | os.PathLike, null_value: float | None
     m: dict = {"name": data.name, "channels": list(data.channels),
                "steps_per_day": int(data.steps_per_day), "values_file": "values.npy"}
     step_s = 86400 // data.steps_per_day
-    if step_s % 60 == 0 and len(ts) > 0:
+    if step_s % 60 == 0 and len(ts) > 0 and data.regular:
         m["start"] = str(pd.Timestamp(ts[0]).isoformat())
         m["freq_minutes"] = step_s // 60
     else:

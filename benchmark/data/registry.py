@@ -204,8 +204,8 @@ _PEMS_PROTOCOL = Protocol(
     input_len=12, horizon=12, split_ratios=(0.6, 0.2, 0.2), null_value=0.0, mape_threshold=0.0,
     notes={"split": "6:2:2, the usual PEMS-style split",
            "null_value": "speed 0 marks a missing reading (none occur in this release)",
-           "calendar": "timestamps are a synthetic consecutive-day index; see "
-                       "extra['true_dates']"})
+           "calendar": "real timestamps of the 44 weekdays of May-June 2012; the time axis "
+                       "skips the weekends (windows are by index and may span one)"})
 _METR_PROTOCOL = Protocol(
     input_len=12, horizon=12, split_ratios=(0.7, 0.1, 0.2), null_value=0.0, mape_threshold=0.0,
     notes={"split": "7:1:2, the METR-LA convention (DCRNN)",
@@ -546,7 +546,7 @@ def dataset_info(dataset_id: str, **options) -> dict:
     spec = get_dataset_spec(dataset_id)
     data = load_dataset(dataset_id, **options)
     ts = data.timestamps
-    step_s = int((ts[1] - ts[0]) / np.timedelta64(1, "s")) if len(ts) > 1 else None
+    step_s = 86400 // data.steps_per_day if len(ts) > 1 else None
     adj = data.adjacency
     info = {
         "id": spec.id,
@@ -561,6 +561,7 @@ def dataset_info(dataset_id: str, **options) -> dict:
         "step_minutes": step_s / 60 if step_s else None,
         "steps_per_day": data.steps_per_day,
         "days": data.num_steps / data.steps_per_day,
+        "regular": data.regular,
         "node_columns": list(data.nodes.columns),
         "first_nodes": data.nodes["name"].head(3).tolist(),
         "adjacency": data.extra.get("adjacency_kind", "none" if adj is None else "given"),

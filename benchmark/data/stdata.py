@@ -19,7 +19,13 @@ class STData:
     Attributes:
         name: dataset id.
         values: float32 ``[T, N, C]`` observations in original units.
-        timestamps: ``datetime64[ns]`` of length T, strictly increasing and regular.
+        timestamps: ``datetime64[ns]`` of length T, strictly increasing, the real times of the
+            observations. Consecutive steps are one step length (``86400 / steps_per_day`` s)
+            apart, except that the axis may skip *whole days*: a gap of one step plus k days
+            (k >= 1), e.g. pems07m's missing weekends. :attr:`regular` is False then. Windows
+            are built by index, so a window may span a skipped day; anything calendar-based
+            (time of day, day of week, "one week earlier") must read the timestamps, never
+            derive dates from a step index.
         adjacency: float32 ``[N, N]`` or None.
         nodes: node metadata, one row per node (at least a ``name`` column).
         channels: channel names, length C.
@@ -39,6 +45,11 @@ class STData:
 
     def __post_init__(self) -> None:
         validate_stdata(self)
+
+    @property
+    def regular(self) -> bool:
+        """True when no day is skipped: every step follows the previous by one step length."""
+        return not skipped_day_gaps(self.timestamps, self.steps_per_day).any()
 
     @property
     def num_steps(self) -> int:
@@ -84,6 +95,18 @@ class STData:
         )
 
 
+def _step_seconds(timestamps: np.ndarray) -> np.ndarray:
+    """Seconds between consecutive timestamps, int64 ``[T - 1]``."""
+    return np.diff(np.asarray(timestamps).astype("datetime64[s]").astype(np.int64))
+
+
+def skipped_day_gaps(timestamps: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """Whole days skipped between step i and step i + 1, int64 ``[T - 1]`` (0 where the steps
+    are one step length apart). Assumes a time axis that passed :func:`validate_stdata`."""
+    d = _step_seconds(timestamps)
+    return (d - 86400 // steps_per_day) // 86400
+
+
 def validate_stdata(data: STData, allow_nan: bool = False) -> None:
     """Check ranks, dtypes, timestamps and adjacency; raise :class:`DataError` naming the source."""
     src = data.source
@@ -103,17 +126,21 @@ def validate_stdata(data: STData, allow_nan: bool = False) -> None:
     if not np.issubdtype(np.asarray(t).dtype, np.datetime64):
         raise DataError(f"{src}: timestamps must be datetime64, got {np.asarray(t).dtype}")
     if len(t) > 1:
-        d = np.diff(t.astype("datetime64[s]").astype(np.int64))
+        d = _step_seconds(t)
         if (d <= 0).any():
             i = int(np.argmax(d <= 0))
             raise DataError(f"{src}: timestamps are not strictly increasing at step {i + 1}")
-        if (d != d[0]).any():
-            i = int(np.argmax(d != d[0]))
+        spd = data.steps_per_day
+        step = 86400 // spd if spd >= 1 and 86400 % spd == 0 else None
+        if step is None or ((d == d[0]).all() and d[0] != step):
+            raise DataError(f"{src}: step of {d[0]} s does not give steps_per_day={spd}")
+        # one step, or one step plus whole skipped days (see STData.timestamps)
+        bad = (d < step) | ((d - step) % 86400 != 0)
+        if bad.any():
+            i = int(np.argmax(bad))
             raise DataError(f"{src}: timestamps are irregular at step {i + 1} "
-                            f"(step {d[i]} s, expected {d[0]} s)")
-        if 86400 % d[0] != 0 or 86400 // d[0] != data.steps_per_day:
-            raise DataError(f"{src}: step of {d[0]} s does not give steps_per_day="
-                            f"{data.steps_per_day}")
+                            f"(step {d[i]} s, expected {step} s, or that plus whole skipped "
+                            f"days)")
     a = data.adjacency
     if a is not None:
         if a.ndim != 2 or a.shape[0] != a.shape[1]:

@@ -146,12 +146,11 @@ class PromptBuilder:
         nouns = [self.text.channel_nouns[c] for c in data.channels]
         self.channel_nouns = nouns
         self.target_nouns = [nouns[j] for j in self.target_channel_idx]
-        self._times = pd.DatetimeIndex(self._calendar(data))
+        self._times = pd.DatetimeIndex(np.asarray(data.timestamps).astype("datetime64[m]"))
         self._when: dict[int, str] = {}
         self._regions = [region_text(data.nodes, i, self.text.place)
                          for i in range(data.num_nodes)]
-        step_s = (int((data.timestamps[1] - data.timestamps[0]) / np.timedelta64(1, "s"))
-                  if data.num_steps > 1 else 86400 // data.steps_per_day)
+        step_s = 86400 // data.steps_per_day  # timestamps may skip whole days (pems07m)
         interval = (f"{step_s // 60}-minute" if step_s % 3600 else f"{step_s // 3600}-hour")
         self.prefix = PREFIX_TEMPLATE.format(
             subject=self.text.subject, t_in=self.input_len, place=self.text.place,
@@ -163,18 +162,6 @@ class PromptBuilder:
         p = prepared.protocol
         return cls(prepared.data, p.input_len, p.horizon, prepared.target_channel_idx,
                    prepared.dataset_id)
-
-    @staticmethod
-    def _calendar(data: STData) -> np.ndarray:
-        """Timestamps for the text. pems07m keeps its real dates in ``extra["true_dates"]``
-        (its regular time axis is synthetic), so those are used when they line up."""
-        true_dates = data.extra.get("true_dates") if data.extra else None
-        t = np.asarray(data.timestamps).astype("datetime64[m]")
-        if true_dates is not None and len(true_dates) * data.steps_per_day == len(t):
-            day = np.arange(len(t)) // data.steps_per_day
-            tod = t - t.astype("datetime64[D]")
-            return np.asarray(true_dates, dtype="datetime64[D]")[day] + tod
-        return t
 
     def region(self, node: int) -> str:
         return self._regions[node]
