@@ -33,7 +33,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
         if not args.checkpoint:
             raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
         store = label(args.checkpoint, args.dataset, None, backend=args.backend,
-                      store_root=args.out, device=args.device or "cpu")
+                      store_root=args.out, device=args.device or "cpu", overwrite=args.force)
     print(f"soft labels: {store.path}  ({len(store.starts)} windows, "
           f"coverage {store.coverage:.3f})")
     return 0
