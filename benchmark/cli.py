@@ -9,26 +9,36 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from .leaderboard import add_leaderboard_commands
+from .settings import SettingError
 from .trainer import TrainConfig
 
 
-def parse_assignments(items: list[str] | None) -> dict:
-    """``["a=1", "b=[1,2]", "c=gaussian"]`` -> ``{"a": 1, "b": [1, 2], "c": "gaussian"}``."""
+def parse_assignments(items: list[str] | None, flag: str = "KEY=VALUE") -> dict:
+    """``["a=1", "b=[1,2]", "c=gaussian"]`` -> ``{"a": 1, "b": [1, 2], "c": "gaussian"}``.
+
+    Values are JSON where they parse as JSON (numbers, true/false, null, lists), else strings.
+    """
     out = {}
     for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise SettingError(f"{flag} {item!r}: expected KEY=VALUE (e.g. {flag} "
+                               f"{_EXAMPLES.get(flag, 'key=1')})")
         try:
-            out[k] = json.loads(v)
+            out[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
-            out[k] = v
+            out[k.strip()] = v
     return out
+
+
+_EXAMPLES = {"--set": "dropout=0.3", "--protocol": "horizon=9", "--train": "epochs=50",
+             "--objective": "gate=batch", "--data-option": "adjacency=gaussian"}
 
 
 # ----------------------------------------------------------------------------- data
@@ -75,55 +85,111 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- train
+RUNS_HELP = ("user runs directory of ad-hoc runs: records go to DIR/records, checkpoints to "
+             "DIR/checkpoints (default $FLOWDISTILL_HOME/runs, else the user data directory, "
+             "e.g. ~/.local/share/flowdistill/runs; never the tracked results/records)")
+
+
+def user_runs_dir() -> Path:
+    """Where ad-hoc ``train``, ``predict`` and ``teacher label`` runs go:
+    ``$FLOWDISTILL_HOME/runs``, else ``<platformdirs user data dir>/flowdistill/runs``."""
+    home = os.environ.get("FLOWDISTILL_HOME")
+    if not home:
+        from platformdirs import user_data_dir
+
+        home = user_data_dir("flowdistill")
+    return Path(home).expanduser() / "runs"
+
+
+def adhoc_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(records, checkpoints) directories of an ad-hoc run, most explicit first: ``--records``
+    / ``--runs``, then ``--runs-dir``, then ``$FLOWDISTILL_RECORDS`` / ``$FLOWDISTILL_RUNS``,
+    then :func:`user_runs_dir`."""
+    base = getattr(args, "runs_dir", None)
+    out = []
+    for flag, env, sub in (("records", "FLOWDISTILL_RECORDS", "records"),
+                           ("runs", "FLOWDISTILL_RUNS", "checkpoints")):
+        explicit = getattr(args, flag, None)
+        if explicit is not None:
+            out.append(Path(explicit))
+        elif base is not None:
+            out.append(Path(base) / sub)
+        elif os.environ.get(env):
+            out.append(Path(os.environ[env]))
+        else:
+            out.append(user_runs_dir() / sub)
+    return out[0], out[1]
+
+
 def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -> None:
     if model_argument:
         p.add_argument("model", help="registered model name (see `flowdistill models`)")
-    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--dataset", help="registered dataset id (required; see `flowdistill data "
+                   "list`; `synthetic` is generated in-process)")
     p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. adjacency=gaussian")
     p.add_argument("--protocol", action="append", metavar="KEY=VALUE",
                    help="protocol override, e.g. horizon=9")
     p.add_argument("--fraction", type=float, default=1.0, help="training-data fraction")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyperparameter")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="model hyperparameter (`flowdistill models -v` lists them)")
     p.add_argument("--train", action="append", metavar="KEY=VALUE",
                    help=f"trainer setting ({', '.join(TrainConfig.__dataclass_fields__)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="soft-label store directory (distillation models)")
-    p.add_argument("--objective", action="append", metavar="KEY=VALUE")
+    p.add_argument("--objective", action="append", metavar="KEY=VALUE",
+                   help="objective setting, e.g. gate=batch (distillation) or loss_name=huber")
     p.add_argument("--tag", default="")
-    p.add_argument("--records", type=Path, help="record directory (default results/records)")
+    p.add_argument("--runs-dir", type=Path, metavar="DIR", help=RUNS_HELP)
+    p.add_argument("--records", type=Path, help="record directory (default <runs-dir>/records)")
     p.add_argument("--no-efficiency", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="redo a finished run, discarding its record and checkpoints")
 
 
 def spec_from_args(args: argparse.Namespace):
+    """The :class:`~benchmark.experiment.RunSpec` of ``train``/``predict``/``teacher label``
+    flags; unknown keys and mistyped values raise :class:`SettingError`."""
+    from .efficiency import EfficiencyConfig
     from .experiment import RunSpec
+    from .settings import check_run_settings
 
-    train_kw = parse_assignments(args.train)
+    if not args.dataset:
+        raise SettingError("--dataset is required: name a registered dataset "
+                           "(`flowdistill data list`), or --dataset synthetic for generated data")
+    flags = {"hparams": "--set", "protocol": "--protocol", "train": "--train",
+             "objective": "--objective", "dataset_options": "--data-option"}
+    given = {"hparams": args.set, "protocol": args.protocol, "train": args.train,
+             "objective": args.objective, "dataset_options": args.data_option}
+    groups = {g: parse_assignments(given[g], flags[g]) for g in flags}
+    if "seed" in groups["train"]:
+        raise SettingError("--train seed: set the seed with --seed")
+    if "train_fraction" in groups["protocol"]:
+        raise SettingError("--protocol train_fraction: set the training fraction with --fraction")
+    check_run_settings(args.model, args.dataset, flags, train_skip=("seed",), **groups)
+    train_kw = groups["train"]
     if "lr_milestones" in train_kw:
         train_kw["lr_milestones"] = tuple(train_kw["lr_milestones"])
-    unknown = set(train_kw) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise SystemExit(f"unknown trainer settings: {sorted(unknown)}")
     train = TrainConfig(seed=args.seed, **train_kw)
-    from .efficiency import EfficiencyConfig
-
     return RunSpec(model=args.model, dataset=args.dataset,
-                   dataset_options=parse_assignments(args.data_option),
-                   protocol=parse_assignments(args.protocol), train_fraction=args.fraction,
-                   hparams=parse_assignments(args.set), train=train, teacher=args.teacher,
-                   objective=parse_assignments(args.objective),
+                   dataset_options=groups["dataset_options"], protocol=groups["protocol"],
+                   train_fraction=args.fraction, hparams=groups["hparams"], train=train,
+                   teacher=args.teacher, objective=groups["objective"],
                    efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
+    from .records import record_path
 
     spec = spec_from_args(args)
-    rec = run_experiment(spec, records_dir=args.records, force=args.force,
+    records, checkpoints = adhoc_dirs(args)
+    rec = run_experiment(spec, records_dir=records, runs_dir=checkpoints, force=args.force,
                          command="flowdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     t = rec.metrics["test"]["overall"]
     print(f"{rec.run_id}: test MAE {t['mae']:.4f}  RMSE {t['rmse']:.4f}  MAPE {t['mape']:.2f}%  "
           f"params {rec.params}")
+    print(f"record: {record_path(records, rec.run_id)}")
     return 0
 
 
@@ -209,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-v", "--verbose", action="store_true")
     m.set_defaults(func=cmd_models)
 
-    t = sub.add_parser("train", help="train and evaluate one model; writes a run record")
+    t = sub.add_parser("train", help="train and evaluate one model; writes a run record "
+                       "into the user runs directory (see --runs-dir)")
     add_run_arguments(t)
-    t.add_argument("--force", action="store_true", help="replace a finished run's record")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("results", help="aggregate run records into a table")
@@ -244,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_commands(sub)
+    add_debug_flag(p)
     return p
 
 
@@ -255,13 +322,61 @@ EXTRA_COMMANDS.append(add_leaderboard_commands)
 COMMAND_MODULES: list[str] = ["flowdistill.cli"]
 
 
+def add_debug_flag(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` on ``parser`` and every subcommand below it, so it may come anywhere."""
+    parser.add_argument("--debug", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="show the Python traceback of an error")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_debug_flag(sub, top=False)
+
+
+def error_line(e: BaseException) -> str:
+    """The one-line ``error:`` message of a user mistake (file or key, and the remedy)."""
+    from .trainer import CheckpointError
+
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        text = e.args[0]
+        if " " not in text:  # a bare key from a mapping lookup
+            text = f"missing key {text!r}"
+    else:
+        text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    if isinstance(e, CheckpointError):
+        text += "; --force discards the run's checkpoints and restarts it"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return "error: " + " ".join(lines)
+
+
+SUITE_PACKAGES = ("benchmark", "baselines", "flowdistill")
+
+
+def is_user_error(e: BaseException) -> bool:
+    """A mistake in the command, its files or its data: a bad value or key, a missing or
+    unreadable file, or one of the suite's own error classes (CheckpointError, DataError, ...)."""
+    own = type(e).__module__.split(".")[0] in SUITE_PACKAGES
+    return own or isinstance(e, ValueError | KeyError | OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. User mistakes print one ``error:`` line and return 2 (``--debug`` re-raises
+    them with their traceback); other failures print one line too and return 1."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        if is_user_error(e):
+            print(error_line(e), file=sys.stderr)
+            return 2
+        print(f"{error_line(e)} ({type(e).__name__}; --debug shows the traceback)",
+              file=sys.stderr)
+        return 1
+
 
 # `flowdistill figures`: registered here, after the definitions above.
 EXTRA_COMMANDS.append(add_figures_command)

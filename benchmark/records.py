@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -206,8 +206,13 @@ def load_records(records_dir: Path) -> list[RunRecord]:
             d = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e})") from e
-        if "run_id" not in d or "metrics" not in d:
+        if not isinstance(d, dict) or "run_id" not in d or "metrics" not in d:
             continue
+        missing = [f.name for f in fields(RunRecord) if f.name not in d
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ValueError(f"{p}: run record lacks field(s) {', '.join(missing)}; restore it "
+                             "or delete the file")
         out.append(RunRecord.from_dict(d))
     return out
 

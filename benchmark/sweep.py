@@ -82,7 +82,29 @@ class SweepSpec:
             raise ValueError(f"{path}: unknown sweep fields {sorted(unknown)}")
         if "name" not in d or "models" not in d:
             raise ValueError(f"{path}: a sweep needs 'name' and 'models'")
-        return cls(**d)
+        spec = cls(**d)
+        spec.check_settings(str(path))
+        return spec
+
+    def check_settings(self, source: str | None = None) -> None:
+        """Refuse unknown keys and mistyped values in the grid's train, hparams, protocol,
+        objective and dataset_options sections (:mod:`benchmark.settings`); the message names
+        ``source`` (the TOML file) and the section."""
+        from .settings import check_run_settings
+
+        source = source or f"sweep {self.name}"
+        for ds, model in itertools.product(self.datasets, self.models):
+            check_run_settings(
+                model, ds, {"train": f"{source} [train]",
+                            "hparams": f"{source} [hparams.{model}]",
+                            "protocol": f"{source} [protocol.{ds}]",
+                            "objective": f"{source} [objective.{model}]",
+                            "dataset_options": f"{source} [dataset_options.{ds}]"},
+                train=self.train, hparams=self.hparams.get(model, {}),
+                protocol=self.protocol.get(ds, {}), objective=self.objective.get(model, {}),
+                dataset_options=self.dataset_options.get(ds, {}))
+            check_run_settings(model, ds, {"train": f"{source} [train_per_model.{model}]"},
+                               train=self.train_per_model.get(model, {}))
 
     def grid(self) -> list[tuple]:
         """The grid's (dataset, fraction, model, seed) tuples."""
@@ -91,12 +113,9 @@ class SweepSpec:
     def expand(self) -> list[RunSpec]:
         """The runs of the grid, in a deterministic order (dataset, fraction, model, seed)."""
         runs = []
-        valid_train = {f.name for f in fields(TrainConfig)}
+        self.check_settings()
         for ds, frac, model, seed in self.grid():
             tkw = {**self.train, **self.train_per_model.get(model, {})}
-            unknown = set(tkw) - valid_train
-            if unknown:
-                raise ValueError(f"sweep {self.name}: unknown train settings {sorted(unknown)}")
             if "lr_milestones" in tkw:
                 tkw["lr_milestones"] = tuple(tkw["lr_milestones"])
             runs.append(RunSpec(

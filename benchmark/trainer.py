@@ -104,7 +104,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from e
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run to pages
+        raise CheckpointError(f"{path}: cannot read checkpoint "
+                              f"({type(e).__name__}: {first})") from e
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:

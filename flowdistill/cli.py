@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def cmd_teacher_label(args: argparse.Namespace) -> int:
-    from benchmark.cli import parse_assignments, spec_from_args
+    from benchmark.cli import adhoc_dirs, parse_assignments, spec_from_args
 
     if args.from_model:
         from dataclasses import replace
@@ -19,19 +19,21 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
         args.model = args.from_model
         spec = spec_from_args(args)
         if args.device is not None:
-            if "device" in parse_assignments(args.train) \
+            if "device" in parse_assignments(args.train, "--train") \
                     and spec.train.device != args.device:
                 raise ValueError(f"--device {args.device} contradicts --train "
                                  f"device={spec.train.device}")
             spec.train = replace(spec.train, device=args.device)
-        store = label_from_model(spec, label_root=args.out, records_dir=args.records)
+        records, checkpoints = adhoc_dirs(args)
+        store = label_from_model(spec, label_root=args.out, records_dir=records,
+                                 runs_dir=checkpoints, force=args.force)
     else:
         from .teacher.labeling import label
 
         if not args.checkpoint:
             raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
         store = label(args.checkpoint, args.dataset, None, backend=args.backend,
-                      store_root=args.out, device=args.device or "cpu")
+                      store_root=args.out, device=args.device or "cpu", overwrite=args.force)
     print(f"soft labels: {store.path}  ({len(store.starts)} windows, "
           f"coverage {store.coverage:.3f})")
     return 0
@@ -71,7 +73,9 @@ def add_commands(sub) -> None:
     lab.add_argument("--device", help="where the teacher runs: cpu (default), cuda, cuda:N or "
                      "auto (cuda when available); hf backend for --checkpoint, the training "
                      "device for --from-model")
-    # the forecaster teacher's run options (same flags as `flowdistill train`)
+    # the forecaster teacher's run options (same flags as `flowdistill train`); its run is
+    # reused when an identical one finished in the runs directory. With --checkpoint,
+    # --dataset defaults to the teacher's own dataset.
     add_run_arguments(lab, model_argument=False)
     lab.set_defaults(func=cmd_teacher_label)
 

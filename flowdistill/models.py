@@ -106,6 +106,7 @@ def _objective_factory(model_name: str):
         return objective_for(model_name, store, **overrides)
 
     make.__name__ = f"objective_for_{model_name.replace('-', '_')}"
+    make.settings = DistillationConfig  # the overrides it accepts (checked by the CLI, sweeps)
     return make
 
 

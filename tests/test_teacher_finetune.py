@@ -249,10 +249,11 @@ def test_cli_teacher_label_passes_device(tmp_path, monkeypatch, trained):
 
     monkeypatch.setattr(from_model, "label_from_model",
                         lambda spec, **kw: seen.update(spec=spec) or Store())
-    assert main(["teacher", "label", "--from-model", "ridge", "--device", "auto"]) == 0
+    assert main(["teacher", "label", "--from-model", "ridge", "--device", "auto",
+                 "--dataset", "synthetic"]) == 0
     assert seen["spec"].train.device == "auto"
     assert main(["teacher", "label", "--from-model", "ridge", "--device", "cpu", "--train",
-                 "device=cuda"]) == 2
+                 "device=cuda", "--dataset", "synthetic"]) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -48,13 +48,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..cli import spec_from_args
+    from ..cli import adhoc_dirs, spec_from_args
     from .predict import SubmissionInfo, export_submission
 
     spec = spec_from_args(args)
     info = SubmissionInfo(contact=args.contact, paper_url=args.paper_url,
                           code_url=args.code_url, hardware=args.hardware)
-    res, how = export_submission(spec, args.export_submission, info, args.runs, args.records)
+    records, checkpoints = adhoc_dirs(args)
+    res, how = export_submission(spec, args.export_submission, info, checkpoints, records,
+                                 force=args.force)
     print(f"{how}; wrote {res.json_path} + {res.npz_path}")
     print(f"valid: {res.summary_line()}")
     return 0
@@ -83,11 +85,13 @@ def add_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
     from ..cli import add_run_arguments
 
     pr = sub.add_parser("predict", help="train (or reuse) a model and export a leaderboard "
-                                        "submission of its test predictions")
+                                        "submission of its test predictions (ad-hoc runs live "
+                                        "in the user runs directory, see --runs-dir)")
     add_run_arguments(pr)
     pr.add_argument("--export-submission", type=Path, required=True, metavar="OUT",
                     help="writes OUT.npz and OUT.json")
-    pr.add_argument("--runs", type=Path, help="checkpoint directory (default ./runs)")
+    pr.add_argument("--runs", type=Path, help="checkpoint directory (default "
+                                              "<runs-dir>/checkpoints)")
     pr.add_argument("--contact", default="flowdistill-bench")
     pr.add_argument("--paper-url")
     pr.add_argument("--code-url")

@@ -54,8 +54,9 @@ def _hardware_text(device: str) -> str:
 
 
 def train_or_reuse(spec: RunSpec, runs_dir: Path | None = None,
-                   records_dir: Path | None = None) -> tuple[Trainer, str]:
-    """A trainer whose model holds the run's best weights, and how they were obtained."""
+                   records_dir: Path | None = None, force: bool = False) -> tuple[Trainer, str]:
+    """A trainer whose model holds the run's best weights, and how they were obtained
+    (``force``: discard the run's checkpoints and train afresh)."""
     runs_dir = Path(runs_dir or default_runs_dir())
     records_dir = Path(records_dir or default_records_dir())
     prepared = load_prepared(spec)
@@ -64,6 +65,9 @@ def train_or_reuse(spec: RunSpec, runs_dir: Path | None = None,
     run_id = spec.run_id()
     ckpt_dir = runs_dir / run_id
     best = ckpt_dir / "best.pt"
+    if force:
+        for f in ("last.pt", "best.pt"):
+            (ckpt_dir / f).unlink(missing_ok=True)
     if best.exists() and is_finished(records_dir, run_id):
         model = load_trained_model(spec, prepared, runs_dir)
         return Trainer(model, prepared, spec.train, objective, ckpt_dir), f"reused {best}"
@@ -113,10 +117,11 @@ def write_submission(out: str | Path, predictions: np.ndarray, metadata: dict) -
 
 def export_submission(spec: RunSpec, out: str | Path, info: SubmissionInfo | None = None,
                       runs_dir: Path | None = None,
-                      records_dir: Path | None = None) -> tuple[ValidationResult, str]:
+                      records_dir: Path | None = None,
+                      force: bool = False) -> tuple[ValidationResult, str]:
     """Train (or reuse) ``spec``'s model, write its test predictions as a submission and
     validate it. Returns (validation result, how the weights were obtained)."""
-    trainer, how = train_or_reuse(spec, runs_dir, records_dir)
+    trainer, how = train_or_reuse(spec, runs_dir, records_dir, force)
     preds, _ = trainer.predict("test")
     meta = submission_metadata(spec, count_parameters(trainer.model), info or SubmissionInfo())
     json_path = write_submission(out, preds.astype(np.float32, copy=False), meta)

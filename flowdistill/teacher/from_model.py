@@ -16,6 +16,7 @@ from pathlib import Path
 from benchmark.experiment import (
     REPO_ROOT,
     RunSpec,
+    default_runs_dir,
     execute,
     load_prepared,
     load_trained_model,
@@ -34,21 +35,30 @@ def default_label_root() -> Path:
 
 def label_from_model(spec: RunSpec, label_root: Path | None = None,
                      records_dir: Path | None = None, runs_dir: Path | None = None,
-                     splits: tuple[str, ...] = LABEL_SPLITS) -> SoftLabelStore:
+                     splits: tuple[str, ...] = LABEL_SPLITS,
+                     force: bool = False) -> SoftLabelStore:
     """Train (or reuse) the teacher run ``spec`` and store its predictions as soft labels.
 
     The teacher always sees all of the training data (``spec.train_fraction`` must be 1), so
-    one store serves students at every training fraction. An existing store for the same
-    teacher weights and protocol is reused.
+    one store serves students at every training fraction. A finished identical run (its record
+    in ``records_dir``, its best weights in ``runs_dir``) is reused rather than retrained;
+    ``force`` retrains it. An existing store for the same teacher weights and protocol is
+    reused.
     """
     if spec.train_fraction != 1.0:
         raise ValueError("a teacher is trained on all of the training data (train_fraction=1)")
     spec = replace(spec, tag=spec.tag or "teacher")
+    records_dir = Path(records_dir or _records())
+    runs_dir = Path(runs_dir or default_runs_dir())
     prepared = load_prepared(spec)
-    if is_finished(records_dir or _records(), spec.run_id()):
-        model = load_trained_model(spec, prepared, runs_dir)
+    if is_finished(records_dir, spec.run_id()) and not force:
+        try:
+            model = load_trained_model(spec, prepared, runs_dir)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} (its record is in {records_dir}); --force retrains "
+                                    "the teacher") from e
     else:
-        _, trainer = execute(spec, records_dir, runs_dir, prepared=prepared,
+        _, trainer = execute(spec, records_dir, runs_dir, prepared=prepared, force=force,
                              command=f"teacher label --from-model {spec.model}")
         model = trainer.model
     labels, starts = labels_from_model(model, prepared, splits)
