@@ -82,3 +82,24 @@ def test_edited_labels_refused_on_open(tmp_path):
         SoftLabelStore.open(store.path)
     meta = json.loads((store.path / "meta.json").read_text())
     assert meta["version_key"] == store.version_key
+
+
+def test_cli_rerun_after_edit_and_escaping_path(custom_root, tmp_path, capsys, monkeypatch):
+    from benchmark.cli import main
+
+    monkeypatch.setenv("FLOWDISTILL_RUNS", str(tmp_path / "runs"))
+    args = ["train", "last-value", "--dataset", "custom", "--data-option",
+            f"path={custom_root}", "--records", str(tmp_path / "rec"), "--no-efficiency"]
+    assert main(args) == 0
+    assert main(args) == 2 and "already finished" in capsys.readouterr().err
+    v = np.load(custom_root / "values.npy")
+    np.save(custom_root / "values.npy", v * 2)
+    clear_sha_cache()
+    assert main(args) == 0  # new content: a new run, not "already finished"
+    assert len(list((tmp_path / "rec").glob("*.json"))) == 2
+    m = json.loads((custom_root / "manifest.json").read_text())
+    (custom_root / "manifest.json").write_text(json.dumps({**m, "values_file": "../x.npy"}))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'values_file'" in err and "inside" in err and "\n" not in err
