@@ -82,26 +82,38 @@ class RunSpec:
         return replace(base, train_fraction=self.train_fraction, **changes)
 
     def identity(self) -> dict:
-        """Everything that defines the result (not progress bars or thread counts)."""
+        """Everything that defines the result (not progress bars or thread counts). User-supplied
+        data (``custom``) adds ``dataset_content``: the sha256 of its manifest and files."""
+        from .data.registry import dataset_content_hash
+
         train = self.train.to_dict()
         for k in ("progress", "num_threads", "eval_batch_size"):
             train.pop(k, None)
-        return {"model": self.model, "dataset": self.dataset,
-                "dataset_options": self.dataset_options,
-                "protocol": self.resolved_protocol().to_dict(),
-                "hparams": resolve_hparams(self.model, self.hparams), "train": train,
-                "teacher": self.teacher_id(), "objective": self.objective}
+        ident = {"model": self.model, "dataset": self.dataset,
+                 "dataset_options": self.dataset_options,
+                 "protocol": self.resolved_protocol().to_dict(),
+                 "hparams": resolve_hparams(self.model, self.hparams), "train": train,
+                 "teacher": self.teacher_id(), "objective": self.objective}
+        content = dataset_content_hash(self.dataset, **self.dataset_options)
+        if content is not None:  # absent for pinned/generated data: their run ids are unchanged
+            ident["dataset_content"] = content
+        return ident
 
     def teacher_id(self) -> str | None:
+        """``<version_key>-<first 12 hex of the sha256 over the store's array files>``: the key
+        names what made the labels, the digest what they are (editing an array changes it)."""
         if self.teacher is None:
             return None
-        meta = Path(self.teacher) / "meta.json"
+        store = Path(self.teacher)
+        key = store.name
+        meta = store / "meta.json"
         if meta.exists():
             try:
-                return json.loads(meta.read_text()).get("version_key", str(self.teacher))
+                key = json.loads(meta.read_text()).get("version_key", str(self.teacher))
             except json.JSONDecodeError:
                 pass
-        return Path(self.teacher).name
+        content = _array_files_hash(store)
+        return f"{key}-{content}" if content else key
 
     def run_id(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -111,6 +123,18 @@ class RunSpec:
         if self.tag:
             parts.insert(0, self.tag)
         return "-".join(parts)
+
+
+def _array_files_hash(store: Path) -> str | None:
+    """First 12 hex of sha256 over (name, sha256) of every ``*.npy`` file in ``store`` (file
+    digests cached in-process by path, size and mtime); None when there are none."""
+    from .data.files import sha256_file
+
+    files = sorted(store.glob("*.npy")) if store.is_dir() else []
+    if not files:
+        return None
+    blob = json.dumps([[f.name, sha256_file(f)] for f in files])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def load_prepared(spec: RunSpec) -> PreparedData:
@@ -234,9 +258,11 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
 
     fit_info = asdict(fit)
     fit_info["wall_seconds"] = wall
+    content = spec.identity().get("dataset_content")
     record = RunRecord(
         run_id=run_id, model=spec.model, dataset=spec.dataset,
-        protocol={**protocol.to_dict(), "dataset_options": spec.dataset_options},
+        protocol={**protocol.to_dict(), "dataset_options": spec.dataset_options,
+                  **({"dataset_content": content} if content else {})},
         protocol_hash=protocol_hash(spec.dataset, protocol),
         seed=spec.train.seed, train_fraction=spec.train_fraction,
         hparams=resolve_hparams(spec.model, spec.hparams), train_config=spec.train.to_dict(),

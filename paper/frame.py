@@ -30,7 +30,8 @@ MODEL_ORDER = ("last-value", "ha-slot", "ha-week", "ridge", "dcrnn", "stgcn", "s
                "flowdistill-noteacher", "flowdistill-noib", "flowdistill-notb", "flowdistill-kd",
                "flowdistill")
 
-_HASH_SUFFIX = re.compile(r"-[0-9a-f]{16}$")
+# version-key hash, then (teacher ids since labels are content-hashed) the labels' content hash
+_HASH_SUFFIX = re.compile(r"-[0-9a-f]{16}(-[0-9a-f]{12})?$")
 
 
 def metric_column(metric: str, key: str = "overall", channel: str | None = None) -> str:
@@ -47,7 +48,8 @@ def metric_column(metric: str, key: str = "overall", channel: str | None = None)
 
 
 def teacher_kind(teacher_id: str | None) -> str:
-    """``"forecaster_stid-0123456789abcdef"`` -> ``"forecaster_stid"``; ``None`` -> ``""``."""
+    """``"forecaster_stid-0123456789abcdef"`` (optionally followed by ``-<12 hex>`` of label
+    content) -> ``"forecaster_stid"``; ``None`` -> ``""``."""
     return _HASH_SUFFIX.sub("", teacher_id or "")
 
 

@@ -239,3 +239,101 @@ def test_bad_manifest_rejected(tmp_path, manifest, match):
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=rf"manifest\.json.*{match}"):
         load_custom(root)
+
+
+# --- files stay inside the dataset directory -----------------------------------------------
+@pytest.mark.parametrize("name", ["../outside.npy", "sub/../../outside.npy"])
+def test_manifest_file_outside_directory_refused(tmp_path, name):
+    np.save(tmp_path / "outside.npy", np.zeros((T, N, C), dtype=np.float32))
+    root = _write(tmp_path / "ds", values_file=name)
+    with pytest.raises(DataError, match=r"'values_file'.*leaves the dataset directory.*inside"):
+        load_custom(root)
+
+
+def test_manifest_absolute_path_refused(tmp_path):
+    np.save(tmp_path / "outside.npy", np.zeros((T, N, C), dtype=np.float32))
+    root = _write(tmp_path / "ds", adjacency_file=str(tmp_path / "outside.npy"))
+    with pytest.raises(DataError, match=r"'adjacency_file'.*absolute path.*relative path"):
+        load_custom(root)
+
+
+def test_symlink_escaping_directory_refused(tmp_path):
+    np.save(tmp_path / "outside.npy", np.zeros((T, N, C), dtype=np.float32))
+    root = _write(tmp_path / "ds", values_file="link.npy")
+    (root / "link.npy").symlink_to(tmp_path / "outside.npy")
+    with pytest.raises(DataError, match=r"'values_file'.*resolves outside.*symlink"):
+        load_custom(root)
+    (root / "sub").symlink_to(tmp_path)  # a folder on the way
+    (root / "manifest.json").write_text(json.dumps(
+        {**json.loads((root / "manifest.json").read_text()), "values_file": "sub/outside.npy"}))
+    with pytest.raises(DataError, match="resolves outside"):
+        load_custom(root)
+
+
+def test_symlink_inside_directory_allowed(tmp_path):
+    root = _write(tmp_path / "ds", values_file="link.npy")
+    (root / "link.npy").symlink_to(root / "values.npy")
+    assert load_custom(root).values.shape == (T, N, C)
+
+
+# --- .npz values ----------------------------------------------------------------------------
+def test_npz_single_array_and_named_member(tmp_path):
+    v = np.arange(T * N * C, dtype=np.float32).reshape(T, N, C)
+    root = _write(tmp_path / "ds", values_file="v.npz")
+    np.savez(root / "v.npz", flows=v)
+    assert np.array_equal(load_custom(root).values, v)
+    np.savez_compressed(root / "v.npz", other=np.zeros(3), flows=v)
+    with pytest.raises(DataError, match=r"2 members.*'values_member'"):
+        load_custom(root)
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "values_member": "flows"}))
+    assert np.array_equal(load_custom(root).values, v)
+    (root / "manifest.json").write_text(json.dumps({**m, "values_member": "nope"}))
+    with pytest.raises(DataError, match="no member 'nope'"):
+        load_custom(root)
+
+
+def test_npz_many_members_message_is_short(tmp_path):
+    root = _write(tmp_path / "ds", values_file="v.npz")
+    np.savez(root / "v.npz", **{f"m{i}": np.zeros(1) for i in range(2000)})
+    with pytest.raises(DataError) as e:
+        load_custom(root)
+    msg = str(e.value)
+    assert "2000 members" in msg and "1995 more" in msg and len(msg) < 400 and "\n" not in msg
+
+
+def test_npz_pickled_or_corrupt_refused(tmp_path):
+    root = _write(tmp_path / "ds", values_file="v.npz")
+    np.savez(root / "v.npz", v=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match="without pickles"):
+        load_custom(root)
+    (root / "v.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match=r"v\.npz: cannot read"):
+        load_custom(root)
+
+
+# --- content hash ---------------------------------------------------------------------------
+def test_content_hash_follows_every_named_file(tmp_path):
+    from benchmark.data.custom import content_hash
+    from benchmark.data.files import clear_sha_cache
+    from benchmark.data.registry import dataset_content_hash
+
+    root = _write(tmp_path / "ds", adjacency_file="adj.npy")
+    np.save(root / "adj.npy", np.eye(N, dtype=np.float32))
+    h0 = content_hash(root)
+    assert h0 == content_hash(root) == dataset_content_hash("custom", path=str(root))
+    assert dataset_content_hash("synthetic") is None
+    v = np.load(root / "values.npy")
+    v[0, 0, 0] += 1
+    np.save(root / "values.npy", v)
+    clear_sha_cache()  # same size, and mtime may not have ticked within this test
+    h1 = content_hash(root)
+    assert h1 != h0
+    np.save(root / "adj.npy", 2 * np.eye(N, dtype=np.float32))
+    clear_sha_cache()
+    h2 = content_hash(root)
+    assert h2 not in (h0, h1)
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "description": "x"}))
+    clear_sha_cache()
+    assert content_hash(root) not in (h0, h1, h2)

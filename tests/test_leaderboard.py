@@ -143,9 +143,14 @@ HOSTILE = {  # case -> (field named in the error, expected message fragment)
     "extra_member": ("predictions", "archive must hold exactly one member 'predictions.npy', "
                                     "found ['predictions.npy', 'other.npy']"),
     "json_nan": ("metadata", "not valid JSON: invalid JSON constant NaN"),
-    "missing_field": ("contact", "required field missing"),
+    "missing_field": ("hardware", "required field missing"),
     "int_dtype": ("predictions.npy", "dtype int64 not allowed; expected float32 or float64"),
-    "duplicate": ("predictions", "duplicate submission: predictions sha256"),
+    "duplicate": ("predictions", "duplicate submission: identical predictions (sha256) of "
+                                 "entry 'offset-one-"),
+    "huge_values": ("predictions", "1 values with |value| > "),
+    "near_duplicate": ("predictions", "(near-duplicate) of entry 'offset-one-"),
+    "horizon_beyond": ("protocol.report_horizons", "[24] outside 1..12 (the horizon)"),
+    "negative_threshold": ("protocol.mape_threshold", "-1.0 is negative"),
 }
 
 
@@ -297,6 +302,7 @@ def test_full_protocol_dict_is_accepted_and_checked(tmp_path):
     assert validate_submission(base.with_suffix(".npz")).target.protocol_hash == \
         meta["protocol_hash"]
     meta["protocol"]["horizon"] = 6
+    meta["protocol"]["report_horizons"] = [3, 6]
     base.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(SubmissionError, match="protocol_hash: .* does not match the protocol"):
         validate_submission(base.with_suffix(".json"))
@@ -344,6 +350,7 @@ def test_predict_exports_a_valid_submission(tmp_path):
                  "--records", str(tmp_path / "records")]) == 0
     res = validate_submission(out.with_suffix(".json"))
     assert res.metadata["model"] == "last-value" and res.metadata["teacher_used"] is False
+    assert "contact" not in res.metadata  # no --contact: none (not the suite's name)
     rec = run_experiment(_spec("last-value"), tmp_path / "records", tmp_path / "runs")
     for k in ("mae", "rmse", "mape"):
         assert res.metrics["overall"][k] == pytest.approx(rec.metrics["test"]["overall"][k],
@@ -374,7 +381,7 @@ def test_npz_reader_rejects_members_it_cannot_read(tmp_path):
     ({"protocol": {"null_value": "abc"}}, "protocol.null_value"),
     ({"protocol": {"channels": 5}}, "protocol.channels"),
     ({"protocol": {"horizon": 10**9}}, "protocol.horizon"),
-    ({"protocol": {"horizon": 200}}, "protocol"),
+    ({"protocol": {"horizon": 200, "report_horizons": [3]}}, "protocol.input_len"),
     ({"protocol": {"colour": "red"}}, "protocol"),
     ({"protocol": {"channels": ["speed"]}}, "protocol"),
     ({"dataset_options": {**OPTIONS, "steps_per_day": 7}}, "dataset_options"),
@@ -392,3 +399,118 @@ def test_hostile_identity_values_are_rejected(tmp_path, changes, field):
     with pytest.raises(SubmissionError) as err:
         validate_submission(base.with_suffix(".json"))
     assert err.value.field == field, str(err.value)
+
+
+# ------------------------------------------------ protocol sense, absurd values, duplicates
+def _write_sub(base: Path, meta: dict, npz: bytes | None = None) -> Path:
+    base.with_suffix(".npz").write_bytes(npz if npz is not None
+                                         else (CORPUS / "valid.npz").read_bytes())
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    return base.with_suffix(".json")
+
+
+@pytest.mark.parametrize("changes, field, fragment", [
+    ({"report_horizons": [3, 13]}, "protocol.report_horizons", "[13] outside 1..12"),
+    ({"mape_threshold": -0.5}, "protocol.mape_threshold", "negative"),
+    ({"null_value": -1.0}, "protocol.null_value", "negative"),
+    ({"null_value": 1e999}, "protocol.null_value", "must be a number"),
+    ({"split_ratios": [1.2, -0.1, -0.1]}, "protocol.split_ratios", "summing to 1"),
+    ({"split_ratios": [0.5, 0.5, 0.5]}, "protocol", "summing to 1"),
+    ({"input_len": 0}, "protocol", "must be >= 1"),
+    ({"input_len": 160}, "protocol.input_len", "exceeds the 168 steps of the series"),
+    ({"time_range": [0, 10**6]}, "protocol.time_range", "the series length"),
+    ({"split_steps": [100, 50, 100]}, "protocol.split_steps", "more than the 168 steps"),
+    ({"mape_threshold": 1e30}, "metrics.overall.mape", "masks every target"),
+])
+def test_protocol_that_makes_no_sense_is_refused(tmp_path, changes, field, fragment):
+    proto = get_dataset_spec("synthetic").default_protocol.to_dict()
+    meta = _meta(protocol={**proto, **changes}, protocol_hash=...)
+    path = tmp_path / "sub.json"
+    text = json.dumps(meta).replace("Infinity", "1e999")  # JSON's way to smuggle inf in
+    _write_sub(tmp_path / "sub", meta)
+    path.write_text(text)
+    with pytest.raises(SubmissionError) as err:
+        validate_submission(path)
+    assert err.value.field == field and fragment in err.value.problem, str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, value", [("mask_threshold", -1.0),
+                                         ("mask_threshold", float("nan")),
+                                         ("null_value", float("inf"))])
+def test_threshold_fields_read_with_getattr(name, value):
+    """A protocol field added later (mask_threshold) is checked when present."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from benchmark.leaderboard.validate import check_protocol_sense
+
+    proto = SimpleNamespace(**{**asdict(get_dataset_spec("synthetic").default_protocol),
+                               name: value})
+    with pytest.raises(SubmissionError) as err:
+        check_protocol_sense(proto, 168, "m.json")
+    assert err.value.field == f"protocol.{name}"
+    check_protocol_sense(SimpleNamespace(**{**vars(proto), name: 0.0}), 168, "m.json")
+
+
+def test_absurd_predictions_refused_up_front(tmp_path, capsys):
+    y = np.load(io.BytesIO(zipfile.ZipFile(CORPUS / "valid.npz").read(npzsafe.MEMBER)))
+    big = y.astype(np.float64)
+    big[0, 0, 0, 0] = 3e38
+    path = _write_sub(tmp_path / "big", _meta(), npzsafe.predictions_npz_bytes(big))
+    with pytest.raises(SubmissionError, match=r"big\.npz: predictions: 1 values with \|value\|"):
+        validate_submission(path)
+    assert main(["leaderboard", "validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and "original units" in err
+
+
+def test_non_finite_recomputed_metric_is_refused():
+    from benchmark.leaderboard.validate import _check_metrics_finite
+
+    ok = {"overall": {"mae": 1.0, "rmse": 1.0, "mape": 2.0}, "@12": {"mape": math.nan}}
+    _check_metrics_finite(ok, Path("x.npz"))  # a horizon with nothing to evaluate may be NaN
+    with pytest.raises(SubmissionError, match="overall.mae: recomputed value is inf"):
+        _check_metrics_finite({"overall": {"mae": math.inf}}, Path("x.npz"))
+    with pytest.raises(SubmissionError, match=r"per_horizon.rmse\[2\]: .*overflow"):
+        _check_metrics_finite({"overall": {"mae": 1.0},
+                               "per_horizon": {"rmse": [1.0, 1.0, math.inf]}}, Path("x.npz"))
+
+
+def test_many_member_npz_error_is_short(tmp_path):
+    blob = npzsafe.zip_members([(f"m{i}.npy", b"") for i in range(20_000)], compress=False)
+    with pytest.raises(SubmissionError) as err:
+        npzsafe.inspect_npz(blob, tmp_path / "many.npz")
+    msg = str(err.value)
+    assert "20000 members" in msg and "19995 more" in msg and len(msg) < 500
+
+
+def test_error_text_is_one_short_line():
+    e = SubmissionError("f.json", "x", "a\nb" + "c" * 5000)
+    assert "\n" not in str(e) and len(e.problem) <= 400
+
+
+def test_near_duplicate_rules(board, tmp_path):
+    root, records = board
+    (entry,) = load_entries(root)
+    y = np.load(io.BytesIO(zipfile.ZipFile(CORPUS / "valid.npz").read(npzsafe.MEMBER)))
+    # another model whose predictions are clearly different is accepted
+    other = y.astype(np.float64) + 1e-3
+    submit(_write_sub(tmp_path / "far", _meta(model="far"),
+                      npzsafe.predictions_npz_bytes(other)), root, records)
+    # a tiny perturbation of one value only: still a near-duplicate
+    close = y.astype(np.float64)
+    close[3, 2, 1, 0] += 5e-7
+    before = snapshot(root)
+    with pytest.raises(SubmissionError, match="near-duplicate.*offset-one-"):
+        submit(_write_sub(tmp_path / "close", _meta(model="close"),
+                          npzsafe.predictions_npz_bytes(close)), root, records)
+    assert snapshot(root) == before
+    # an entry stored without a fingerprint: the same model with identical metrics
+    legacy = {k: v for k, v in entry.items() if k != "fingerprint"}
+    new = {**entry, "predictions_sha256": "0" * 64, "fingerprint": {}}
+    assert store.find_duplicate(new, [legacy])[1] == "the same model with identical metrics"
+    renamed = {**new, "metadata": {**new["metadata"], "model": "someone-else"}}
+    assert store.find_duplicate(renamed, [legacy]) is None
+    moved = {**entry, "predictions_sha256": "1" * 64, "board": "elsewhere"}
+    assert store.find_duplicate(moved, [entry]) is None  # another protocol: not compared

@@ -118,6 +118,7 @@ def test_run_tag_and_teacher_kind(paper):
     assert paper.frame.run_tag("a-b-nyc_x-flowdistill-kd-f0p1-s2-h", "nyc_x",
                                "flowdistill-kd") == "a-b"
     assert paper.frame.teacher_kind(STID_T) == "forecaster_stid"
+    assert paper.frame.teacher_kind(STID_T + "-0123456789ab") == "forecaster_stid"  # + content
     assert paper.frame.teacher_kind(None) == ""
 
 

@@ -1,12 +1,15 @@
-"""Bring-your-own dataset: a directory with ``manifest.json`` plus ``.npy``/``.csv`` files.
+"""Bring-your-own dataset: a directory with ``manifest.json`` plus ``.npy``/``.npz``/``.csv``
+files.
 
 The format is documented in ``docs/custom_data.md``. :func:`load_custom` validates everything and
 raises :class:`DataError` naming the offending file and the problem; :func:`write_custom` exports
-any :class:`STData` in this format.
+any :class:`STData` in this format; :func:`content_hash` is the sha256 over the manifest and
+every file it names (part of a run's identity, so editing the data changes the run id).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,13 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .files import sha256_file
 from .stdata import DataError, STData
 
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("name", "channels")
 OPTIONAL_KEYS = ("steps_per_day", "start", "freq_minutes", "timestamps_file", "values_file",
                  "adjacency_file", "nodes_file", "null_value", "description", "license",
-                 "citation")
+                 "citation", "values_member")
+FILE_KEYS = ("values_file", "timestamps_file", "adjacency_file", "nodes_file")
+DEFAULT_VALUES_FILE = "values.npy"
+_NAMES_SHOWN = 5  # member names listed in an error before "..."
 
 
 def _read_manifest(root: Path) -> dict:
@@ -68,28 +75,111 @@ def _read_manifest(root: Path) -> dict:
     spd = m.get("steps_per_day")
     if spd is not None and (isinstance(spd, bool) or not isinstance(spd, int) or spd < 1):
         raise DataError(f"{mpath}: 'steps_per_day' must be a positive integer, got {spd!r}")
-    for key in ("values_file", "timestamps_file", "adjacency_file", "nodes_file"):
+    for key in FILE_KEYS + ("values_member",):
         if key in m and (not isinstance(m[key], str) or not m[key]):
-            raise DataError(f"{mpath}: {key!r} must be a file name (string)")
+            what = "an .npz member name" if key == "values_member" else "a file name"
+            raise DataError(f"{mpath}: {key!r} must be {what} (string)")
+    for key in FILE_KEYS:
+        if key in m:
+            _inside(root, m[key], key)
     return m
 
 
+def _inside(root: Path, name: str, key: str) -> Path:
+    """``root / name``, refusing names that leave the dataset directory: absolute paths, ``..``
+    components, and symlinks (of the file or of a folder on its way) that resolve outside."""
+    mpath = root / MANIFEST
+    remedy = (f"name a file inside {root} by a relative path (copy the file into the dataset "
+              "directory)")
+    pure = Path(name)
+    if pure.is_absolute() or pure.drive or name.startswith(("/", "\\")):
+        raise DataError(f"{mpath}: {key!r} = {name!r} is an absolute path; {remedy}")
+    if ".." in pure.parts or ".." in name.replace("\\", "/").split("/"):
+        raise DataError(f"{mpath}: {key!r} = {name!r} leaves the dataset directory ('..'); "
+                        f"{remedy}")
+    p = root / pure
+    try:
+        inside = p.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as e:  # symlink loops
+        raise DataError(f"{mpath}: {key!r} = {name!r} cannot be resolved ({e}); {remedy}") from e
+    if not inside:
+        raise DataError(f"{mpath}: {key!r} = {name!r} resolves outside the dataset directory "
+                        f"(a symlink to {p.resolve()}); {remedy}")
+    return p
+
+
 def _file(root: Path, name: str, key: str) -> Path:
-    p = root / name
+    p = _inside(root, name, key)
     if not p.is_file():
         raise DataError(f"{p}: file not found (named by {key!r} in {root / MANIFEST})")
     return p
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _named_files(root: Path, m: dict) -> dict[str, Path]:
+    """Manifest key -> path of every file the manifest names (values_file with its default)."""
+    names = {k: m[k] for k in FILE_KEYS if m.get(k)}
+    names.setdefault("values_file", DEFAULT_VALUES_FILE)
+    return {k: _file(root, names[k], k) for k in FILE_KEYS if k in names}
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 (hex) over the manifest's bytes and every file it names, each file's digest
+    labelled by its manifest key and name. File digests are cached in-process by (path, size,
+    mtime_ns), so asking again for an unchanged dataset costs a few ``stat`` calls."""
+    root = Path(path)
+    m = _read_manifest(root)
+    files = _named_files(root, m)
+    blob = {"manifest": sha256_file(root / MANIFEST),
+            "files": {k: [m.get(k, DEFAULT_VALUES_FILE), sha256_file(p)]
+                      for k, p in files.items()}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _names_excerpt(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:_NAMES_SHOWN])
+    more = f", ... ({len(names) - _NAMES_SHOWN} more)" if len(names) > _NAMES_SHOWN else ""
+    return f"{len(names)} members: {shown}{more}"
+
+
+def _load_array(path: Path, key: str, member: str | None = None) -> np.ndarray:
+    """An array from ``.npy``, or from ``.npz`` (its only member, or ``member``), never
+    unpickling. ``key`` is the manifest key naming the file (for messages)."""
     try:
-        return np.load(path, allow_pickle=False)
+        obj = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise DataError(f"{path}: cannot read as .npy without pickles: {e}") from e
+        raise DataError(f"{path}: cannot read as .npy/.npz without pickles: {e}") from e
+    if isinstance(obj, np.ndarray):
+        if member is not None:
+            raise DataError(f"{path}: 'values_member' is set but the file is a single .npy "
+                            "array; remove 'values_member' from the manifest")
+        return obj
+    with obj:  # NpzFile
+        names = [n for n in obj.files]
+        if not names:
+            raise DataError(f"{path}: the .npz archive holds no arrays")
+        if member is None:
+            if len(names) != 1:
+                hint = ("set 'values_member' in the manifest to the member to use"
+                        if key == "values_file" else "save a single array in it")
+                raise DataError(f"{path}: .npz with {_names_excerpt(names)}; {hint}")
+            member = names[0]
+        elif member not in names:
+            raise DataError(f"{path}: no member {member!r} ('values_member') in the .npz "
+                            f"({_names_excerpt(names)})")
+        try:
+            return obj[member]
+        except Exception as e:
+            raise DataError(f"{path}: cannot read member {member!r} without pickles: "
+                            f"{str(e)[:200]}") from e
 
 
-def _values(path: Path, channels: list[str], null_value: float | None) -> np.ndarray:
-    v = _load_npy(path)
+def _load_npy(path: Path) -> np.ndarray:
+    return _load_array(path, "timestamps_file")
+
+
+def _values(path: Path, channels: list[str], null_value: float | None,
+            member: str | None = None) -> np.ndarray:
+    v = _load_array(path, "values_file", member)
     if v.ndim != 3:
         raise DataError(f"{path}: values must have rank 3 [T, N, C], got shape {v.shape}")
     if v.dtype.kind not in "iuf":
@@ -123,7 +213,7 @@ def _timestamps(root: Path, m: dict, num_steps: int) -> np.ndarray:
             raise DataError(f"{mpath}: 'freq_minutes' must be a whole number of seconds")
         return start + np.arange(num_steps, dtype=np.int64) * np.timedelta64(int(step_s), "s")
     path = _file(root, m["timestamps_file"], "timestamps_file")
-    if path.suffix == ".npy":
+    if path.suffix in (".npy", ".npz"):
         t = _load_npy(path)
         if not np.issubdtype(t.dtype, np.datetime64):
             raise DataError(f"{path}: timestamps .npy must have a datetime64 dtype, got {t.dtype}")
@@ -173,8 +263,8 @@ def _steps_per_day(root: Path, m: dict, t: np.ndarray) -> int:
 
 
 def _adjacency(path: Path, n: int) -> np.ndarray:
-    if path.suffix == ".npy":
-        a = _load_npy(path)
+    if path.suffix in (".npy", ".npz"):
+        a = _load_array(path, "adjacency_file")
     else:
         try:
             a = pd.read_csv(path, header=None).to_numpy()
@@ -217,8 +307,8 @@ def load_custom(path: str | os.PathLike) -> STData:
     root = Path(path)
     m = _read_manifest(root)
     null_value = m.get("null_value")
-    vpath = _file(root, m.get("values_file", "values.npy"), "values_file")
-    values = _values(vpath, m["channels"], null_value)
+    vpath = _file(root, m.get("values_file", DEFAULT_VALUES_FILE), "values_file")
+    values = _values(vpath, m["channels"], null_value, m.get("values_member"))
     t, n = values.shape[0], values.shape[1]
     timestamps = _timestamps(root, m, t)
     spd = _steps_per_day(root, m, timestamps)

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .custom import content_hash as custom_content_hash
 from .custom import load_custom
 from .files import download, sha256_file
 from .protocol import Protocol
@@ -68,6 +69,8 @@ class DatasetSpec:
         license, citation: of the data (and its packaging).
         steps_per_day: of the native time axis (None: depends on options).
         homepage: source repository.
+        content_hash: ``content_hash(**options) -> str`` for data whose files are not pinned by
+            ``files`` (user-supplied): a hash of the actual bytes, made part of a run's identity.
     """
 
     id: str
@@ -80,6 +83,7 @@ class DatasetSpec:
     citation: str = ""
     steps_per_day: int | None = None
     homepage: str = ""
+    content_hash: Callable[..., str] | None = None
 
 
 class FileCheck(NamedTuple):
@@ -252,6 +256,13 @@ def _custom_loader(root: Path | None, path: str | None = None) -> STData:
     return load_custom(path)
 
 
+def _custom_content_hash(path: str | None = None) -> str:
+    if path is None:
+        raise DataError("dataset 'custom' needs the option path=<directory with manifest.json> "
+                        "(see docs/custom_data.md)")
+    return custom_content_hash(path)
+
+
 _NYC_CITATION = ("Forecasting Regional Multimodal Transportation Demand with Graph Neural "
                  "Networks: An Open Dataset. IEEE ITSC 2022. "
                  "https://github.com/Evens1sen/Deep-NYC-Taxi-Bike")
@@ -332,7 +343,7 @@ register_dataset(DatasetSpec(
     description="your own data: a directory with manifest.json (docs/custom_data.md)",
     files=(), loader=_custom_loader, default_protocol=_CUSTOM_PROTOCOL,
     options={"path": "directory holding manifest.json (required)"},
-    license="yours", citation="", steps_per_day=None))
+    license="yours", citation="", steps_per_day=None, content_hash=_custom_content_hash))
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -539,6 +550,16 @@ def load_dataset(dataset_id: str, verify: bool = True, **options) -> STData:
     if verify:
         _raise_if_bad(spec, d, [_check(d / f.name, f) for f in spec.files])
     return spec.loader(d, **options)
+
+
+def dataset_content_hash(dataset_id: str, **options) -> str | None:
+    """sha256 over the bytes of a user-supplied dataset (``custom``: the manifest and every file
+    it names); None for datasets whose files the registry pins by sha256 or that are generated
+    from their options."""
+    spec = get_dataset_spec(dataset_id)
+    if spec.content_hash is None:
+        return None
+    return spec.content_hash(**_coerce_options(spec, options))
 
 
 def dataset_info(dataset_id: str, **options) -> dict:

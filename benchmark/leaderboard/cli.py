@@ -92,7 +92,7 @@ def add_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
                     help="writes OUT.npz and OUT.json")
     pr.add_argument("--runs", type=Path, help="checkpoint directory (default "
                                               "<runs-dir>/checkpoints)")
-    pr.add_argument("--contact", default="flowdistill-bench")
+    pr.add_argument("--contact", help="name or e-mail of the submitter (default: none)")
     pr.add_argument("--paper-url")
     pr.add_argument("--code-url")
     pr.add_argument("--hardware", help="hardware description (default: detected)")

@@ -40,6 +40,7 @@ DEFAULT_MAX_BYTES = 512 * 2**20
 MAX_COMPRESSION_RATIO = 1100  # deflate cannot exceed ~1032:1
 _HEADER_READ = 70_000  # numpy refuses headers over 10,000 bytes by default
 _ZIP_OVERHEAD = 1 * 2**20
+_NAMES_SHOWN = 5  # member names shown in an error
 ALLOWED_DTYPES = (np.dtype("<f4"), np.dtype(">f4"), np.dtype("<f8"), np.dtype(">f8"))
 
 
@@ -82,8 +83,10 @@ def inspect_npz(blob: bytes, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> 
                                                            "contains a path separator or '..'")
         names = [i.filename for i in infos]
         if names != [MEMBER]:
+            shown = names if len(names) <= _NAMES_SHOWN else \
+                f"{len(names)} members: {names[:_NAMES_SHOWN]} and {len(names) - _NAMES_SHOWN} more"
             raise SubmissionError(path, "predictions", f"archive must hold exactly one member "
-                                                       f"{MEMBER!r}, found {names}")
+                                                       f"{MEMBER!r}, found {shown}")
         info = infos[0]
         if info.flag_bits & 0x1:
             raise SubmissionError(path, MEMBER, "encrypted members are not allowed")

@@ -37,9 +37,9 @@ from .validate import ValidationResult, validate_submission
 
 @dataclass
 class SubmissionInfo:
-    """Free-text metadata the suite cannot know (defaults describe a suite-made submission)."""
+    """Free-text metadata the suite cannot know (None: left out of the submission)."""
 
-    contact: str = "flowdistill-bench"
+    contact: str | None = None
     authors: str | None = None
     description: str | None = None
     paper_url: str | None = None
@@ -86,14 +86,14 @@ def submission_metadata(spec: RunSpec, params: int, info: SubmissionInfo) -> dic
         "dataset_options": dict(spec.dataset_options),
         "protocol": protocol.evaluation_dict(),
         "protocol_hash": protocol_hash(spec.dataset, protocol),
-        "suite_version": __version__, "contact": info.contact,
+        "suite_version": __version__,
         "parameter_count": int(params), "train_fraction": float(spec.train_fraction),
         "hardware": info.hardware or _hardware_text(device),
         "extra_data": False, "teacher_used": spec.teacher is not None,
     }
     if spec.teacher is not None:
         meta["teacher"] = str(spec.teacher_id())[:200]
-    for k in ("authors", "description", "paper_url", "code_url"):
+    for k in ("contact", "authors", "description", "paper_url", "code_url"):
         if getattr(info, k):
             meta[k] = getattr(info, k)
     return meta

@@ -26,10 +26,18 @@ MAX_URL = 500
 IGNORED_FIELDS = ("metrics", "claimed_metrics")
 
 
+MAX_PROBLEM = 400  # characters of an error's problem text (one line, no matter the input)
+
+
 class SubmissionError(ValueError):
-    """A submission is rejected; the message is ``<file>: <field>: <problem>``."""
+    """A submission is rejected; the message is ``<file>: <field>: <problem>`` on one line
+    (newlines become spaces; the problem is cut to ``MAX_PROBLEM`` characters)."""
 
     def __init__(self, file: str | Path, field: str, problem: str) -> None:
+        problem = " ".join(str(problem).split())
+        if len(problem) > MAX_PROBLEM:
+            problem = problem[:MAX_PROBLEM - 3] + "..."
+        field = _short(field) if len(field) > 80 else field
         self.file, self.field, self.problem = str(file), field, problem
         super().__init__(f"{file}: {field}: {problem}")
 
@@ -52,7 +60,7 @@ FIELDS: dict[str, Field] = {
     "protocol": Field("dict", help="the full protocol (Protocol.to_dict()); or protocol_hash"),
     "protocol_hash": Field("protocol_hash", help="protocol_hash(dataset, protocol), 16 hex"),
     "suite_version": Field("version", True, help="flowdistill-bench version used"),
-    "contact": Field("text", True, 200, "name or e-mail of the submitter"),
+    "contact": Field("text", False, 200, "name or e-mail of the submitter (optional)"),
     "authors": Field("text", False, 300),
     "description": Field("text", False, 1000),
     "paper_url": Field("url"),

@@ -8,8 +8,8 @@ Layout under the root (default ``results/leaderboard``, or ``$FLOWDISTILL_LEADER
 
 ``<board>`` is the protocol hash (plus ``-o<hash>`` for non-default dataset options) and
 ``<entry_id>`` is ``<model>-<first 12 hex of the predictions' sha256>``. A submission is fully
-validated, then, holding an exclusive lock on the root directory, checked for duplicates (same
-predictions hash anywhere on the leaderboard), the pages are rendered in memory, and only then
+validated, then, holding an exclusive lock on the root directory, checked for duplicates and
+near-duplicates (:func:`find_duplicate`), the pages are rendered in memory, and only then
 is anything written: the entry (created exclusively through a hard link from a temporary file)
 and the two pages (each atomically replaced). A failure while writing restores the previous
 state, so a rejected submission leaves the directory byte-for-byte unchanged.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ except ImportError:  # pragma: no cover - not POSIX: no advisory lock
 ENTRY_VERSION = 1
 ENV_ROOT = "FLOWDISTILL_LEADERBOARD"
 PAGES = ("README.md", "index.html")
+NEAR_DUPLICATE_REL = 1e-6  # tolerance, relative to max(1, largest |test target|)
+SAME_MODEL_METRICS_REL = 1e-9  # same model name + every overall metric equal to this: duplicate
 
 
 def default_root() -> Path:
@@ -85,10 +88,54 @@ def make_entry(result: ValidationResult, created: str | None = None) -> dict:
         "metrics": {"test": result.metrics},
         "ignored_claims": sorted(result.ignored),
         "predictions_sha256": result.predictions_sha256,
+        "fingerprint": {"block_means": list(result.fingerprint),
+                        "target_scale": result.target_scale},
         "num_test_windows": result.num_windows,
         "submitted": created or now_iso(),
         "validated_with": _suite_version(),
     }
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol
+
+
+def find_duplicate(entry: dict, existing: list[dict]) -> tuple[dict, str] | None:
+    """The accepted entry that ``entry`` (a new one, from :func:`make_entry`) duplicates, and
+    why; None if it is new.
+
+    * exact: the same predictions sha256 anywhere on the leaderboard (any dataset, any model);
+    * near: on the same dataset and board (protocol + options), every block mean of the
+      predictions (``fingerprint.block_means``) and the recomputed overall MAE and RMSE are
+      within ``tol = NEAR_DUPLICATE_REL * max(1, largest |test target|)`` of the entry's. When
+      two prediction arrays differ by at most ``tol`` anywhere, each of these numbers differs
+      by at most ``tol``, so copies with tiny noise, rounding or a dtype change are caught;
+      unrelated models do not agree on all 66 numbers to a millionth of the data's range;
+    * same model: the same model name on the same board with every overall metric (MAE, RMSE,
+      MAPE) equal to ``SAME_MODEL_METRICS_REL`` relative (covers entries stored without a
+      fingerprint).
+    """
+    new_fp = entry.get("fingerprint") or {}
+    new_o = entry["metrics"]["test"]["overall"]
+    tol = NEAR_DUPLICATE_REL * max(1.0, float(new_fp.get("target_scale") or 0.0))
+    for e in existing:
+        if e.get("predictions_sha256") == entry["predictions_sha256"]:
+            return e, "identical predictions (sha256)"
+        if e.get("dataset") != entry["dataset"] or e.get("board") != entry["board"]:
+            continue
+        o = ((e.get("metrics") or {}).get("test") or {}).get("overall") or {}
+        fp = (e.get("fingerprint") or {}).get("block_means")
+        if fp and len(fp) == len(new_fp.get("block_means", ())) and o \
+                and all(_close(a, b, tol) for a, b in zip(fp, new_fp["block_means"],
+                                                          strict=True)) \
+                and all(_close(o.get(k, math.nan), new_o[k], tol) for k in ("mae", "rmse")):
+            return e, f"predictions within {tol:.3g} of it (near-duplicate)"
+        same_model = (e.get("metadata") or {}).get("model") == entry["metadata"]["model"]
+        if same_model and o and all(
+                math.isclose(o.get(k, math.nan), new_o[k], rel_tol=SAME_MODEL_METRICS_REL,
+                             abs_tol=1e-12) for k in ("mae", "rmse", "mape")):
+            return e, "the same model with identical metrics"
+    return None
 
 
 def _suite_version() -> str:
@@ -167,12 +214,13 @@ def submit(file: str | Path, root: Path | None = None, records_dir: Path | None 
     root.mkdir(parents=True, exist_ok=True)
     with locked(root):
         existing = load_entries(root)
-        for e in existing:
-            if e["predictions_sha256"] == result.predictions_sha256:
-                raise SubmissionError(result.npz_path, "predictions",
-                                      f"duplicate submission: predictions sha256 "
-                                      f"{result.predictions_sha256[:16]}... already on the "
-                                      f"leaderboard as entry {e.get('entry_id')!r}")
+        dup = find_duplicate(entry, existing)
+        if dup is not None:
+            e, why = dup
+            raise SubmissionError(result.npz_path, "predictions",
+                                  f"duplicate submission: {why} of entry "
+                                  f"{e.get('entry_id')!r} already on the leaderboard; submit "
+                                  "new predictions")
         path = entry_path(root, entry)
         if path.exists():  # pragma: no cover - same id implies same hash, caught above
             raise SubmissionError(result.npz_path, "entry_id", f"{path} exists")

@@ -11,6 +11,11 @@ depend on it). Window ``i`` of the predictions is the test window starting at
 ``prepared.splits.test[i]`` (ascending start index); its target is
 ``raw_targets[start + T_in : start + T_in + T_out]``, in original units, target channels in the
 protocol's order. This is the order of ``Trainer.predict("test")``.
+
+Beyond the schema, a submission is refused when its protocol makes no sense for its dataset
+(:func:`check_protocol_sense`), when a prediction is not finite or is absurdly large
+(``|value| > ABSURD_FACTOR * max(1, largest |test target|)``: predictions are in the data's
+original units), and when a recomputed overall metric is not finite.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from .schema import SubmissionError, read_json_strict, validate_metadata
 
 NOT_ON_LEADERBOARD = ("custom",)  # user-local data: no shared ground truth
 MAX_GENERATED_CELLS = 50_000_000  # bound on T * N * C for generated (synthetic) datasets
+ABSURD_FACTOR = 1e6  # |prediction| above this times max(1, largest |test target|) is refused
+FINGERPRINT_BLOCKS = 64  # block means stored per entry for the near-duplicate rule (store.py)
 _EVAL_BATCH = 256
 
 
@@ -82,6 +89,8 @@ class ValidationResult:
     num_windows: int
     ignored: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    target_scale: float = 1.0
+    fingerprint: list[float] = field(default_factory=list)
 
     def summary_line(self) -> str:
         o = self.metrics["overall"]
@@ -157,6 +166,7 @@ def resolve_target(meta: dict, file: str | Path) -> Target:
                                                "shared ground truth")
     options = normalise_options(dataset, meta.get("dataset_options", {}), file)
     protocol = _resolve_protocol(meta, spec.default_protocol, options, file)
+    check_protocol_sense(protocol, None, file)
     phash = protocol_hash(dataset, protocol)
     if not spec.files:
         _check_generated_size(dataset, options, spec, file)
@@ -168,11 +178,15 @@ def resolve_target(meta: dict, file: str | Path) -> Target:
     except Exception as e:  # noqa: BLE001 - a loader refusing hostile options, any error type
         raise SubmissionError(file, "dataset_options", f"the {dataset!r} loader rejects them: "
                                                        f"{type(e).__name__}: {e}") from None
+    check_protocol_sense(protocol, int(data.values.shape[0]), file)
     try:
         prepared = prepare(data, protocol, dataset_id=dataset)
     except (DataError, ValueError, TypeError, KeyError, IndexError) as e:
         raise SubmissionError(file, "protocol", f"cannot cut {dataset!r} with this protocol: "
                                                 f"{e}") from None
+    if len(prepared.splits.test) == 0:
+        raise SubmissionError(file, "protocol", f"leaves no test window on {dataset!r}; use "
+                                                "a larger test split or shorter windows")
     return Target(dataset, options, protocol, phash, board_key(dataset, phash, options), prepared)
 
 
@@ -250,6 +264,77 @@ def _check_protocol_types(d: dict, file: str | Path) -> None:
             raise SubmissionError(file, f"protocol.{k}", f"{d[k]} exceeds {MAX_STEPS}")
 
 
+def _bad_threshold(v: object) -> str | None:
+    """Why a threshold-like protocol value is absurd (None: fine or unset)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return f"{v!r} is not a number"
+    if not math.isfinite(v):
+        return f"{v!r} is not finite"
+    if v < 0:
+        return f"{v!r} is negative (targets are non-negative flows and speeds)"
+    return None
+
+
+def check_protocol_sense(protocol: Protocol, num_steps: int | None,
+                         file: str | Path) -> None:
+    """Refuse protocol values that parse but make no sense for a leaderboard dataset.
+
+    Checked without the data: report horizons within ``1..horizon``; ``mape_threshold``,
+    ``null_value`` and ``mask_threshold`` (read with getattr: newer protocols may have it)
+    finite and not negative; split ratios each finite, train and test > 0, summing to 1;
+    explicit split steps non-negative with train and test > 0. With ``num_steps`` (the series
+    length): ``time_range`` inside the series, ``input_len + horizon`` and the explicit split
+    steps no longer than the (cropped) series.
+    """
+    remedy = "fix the protocol or send protocol_hash for the dataset's default protocol"
+    horizon, input_len = protocol.horizon, protocol.input_len
+    if not (isinstance(horizon, int) and isinstance(input_len, int)) or horizon < 1 \
+            or input_len < 1:
+        raise SubmissionError(file, "protocol.horizon", f"input_len {input_len!r} and horizon "
+                                                        f"{horizon!r} must be positive integers")
+    beyond = [h for h in protocol.report_horizons if not 1 <= h <= horizon]
+    if beyond:
+        raise SubmissionError(file, "protocol.report_horizons",
+                              f"{beyond[:5]} outside 1..{horizon} (the horizon); {remedy}")
+    for name in ("mape_threshold", "null_value", "mask_threshold"):
+        why = _bad_threshold(getattr(protocol, name, None))
+        if why:
+            raise SubmissionError(file, f"protocol.{name}", f"{why}; {remedy}")
+    if protocol.split_steps is None:
+        r = list(protocol.split_ratios)
+        if len(r) != 3 or not all(_type_ok(x, _NUM) for x in r) or r[0] <= 0 or r[2] <= 0 \
+                or r[1] < 0 or abs(sum(r) - 1.0) > 1e-6:
+            raise SubmissionError(file, "protocol.split_ratios",
+                                  f"{r[:3]} must be three ratios (train > 0, val >= 0, "
+                                  f"test > 0) summing to 1; {remedy}")
+    else:
+        st = list(protocol.split_steps)
+        if len(st) != 3 or st[0] <= 0 or st[2] <= 0 or st[1] < 0:
+            raise SubmissionError(file, "protocol.split_steps",
+                                  f"{st[:3]} must be three step counts (train > 0, val >= 0, "
+                                  f"test > 0); {remedy}")
+    if num_steps is None:
+        return
+    length = num_steps
+    if protocol.time_range is not None:
+        tr = list(protocol.time_range)
+        if len(tr) != 2 or not 0 <= tr[0] < tr[1] <= num_steps:
+            raise SubmissionError(file, "protocol.time_range",
+                                  f"{tr[:2]} must be [start, stop) with 0 <= start < stop <= "
+                                  f"{num_steps} (the series length); {remedy}")
+        length = tr[1] - tr[0]
+    if input_len + horizon > length:
+        raise SubmissionError(file, "protocol.input_len",
+                              f"input_len {input_len} + horizon {horizon} exceeds the "
+                              f"{length} steps of the series; {remedy}")
+    if protocol.split_steps is not None and sum(protocol.split_steps) > length:
+        raise SubmissionError(file, "protocol.split_steps",
+                              f"{list(protocol.split_steps)} sum to more than the {length} "
+                              f"steps of the series; {remedy}")
+
+
 def _check_generated_size(dataset: str, options: dict, spec, file: str | Path) -> None:
     params = inspect.signature(spec.loader).parameters
     get = {k: options.get(k, p.default) for k, p in params.items() if k != "root"}
@@ -305,10 +390,59 @@ def validate_submission(file: str | Path,
         first = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise SubmissionError(npz_path, "predictions", f"{bad} non-finite values (NaN/inf), "
                                                        f"first at index {first}")
+    scale = target_scale(target)
+    limit = ABSURD_FACTOR * max(1.0, scale)
+    absurd = np.abs(arr) > limit
+    if absurd.any():
+        first = tuple(int(i) for i in np.argwhere(absurd)[0])
+        raise SubmissionError(npz_path, "predictions",
+                              f"{int(absurd.sum())} values with |value| > {limit:.3g} "
+                              f"({ABSURD_FACTOR:g} x the largest |target| {scale:.3g}), first "
+                              f"{float(arr[first]):.3g} at index {first}; predictions must be "
+                              "in the dataset's original units")
+    metrics = recompute_metrics(arr, target)
+    _check_metrics_finite(metrics, npz_path)
     warnings = []
     if meta["suite_version"] != SUITE_VERSION:
         warnings.append(f"suite_version {meta['suite_version']} differs from this suite "
                         f"({SUITE_VERSION}); metrics were recomputed with {SUITE_VERSION}")
-    return ValidationResult(json_path, npz_path, meta, target, recompute_metrics(arr, target),
+    return ValidationResult(json_path, npz_path, meta, target, metrics,
                             npzsafe.predictions_sha256(arr), int(arr.shape[0]), ignored,
-                            warnings)
+                            warnings, scale, block_means(arr))
+
+
+def target_scale(target: Target) -> float:
+    """Largest |value| of the test windows' targets (original units)."""
+    return float(np.abs(ground_truth(target.prepared)).max(initial=0.0))
+
+
+def block_means(arr: np.ndarray, blocks: int = FINGERPRINT_BLOCKS) -> list[float]:
+    """Means of ``blocks`` contiguous chunks of the flattened (C order, float64) predictions.
+    Each mean moves by at most ``max |p - q|`` between two arrays ``p``, ``q``."""
+    flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+    n = max(1, min(blocks, flat.size))
+    return [float(c.mean()) if c.size else 0.0 for c in np.array_split(flat, n)]
+
+
+def _check_metrics_finite(metrics: dict, file: Path) -> None:
+    """Every recomputed overall metric is finite, and no metric anywhere is infinite (a
+    horizon or channel with nothing to evaluate may be NaN)."""
+    for view in ("overall", "mean_of_horizons"):
+        for k, v in (metrics.get(view) or {}).items():
+            if not math.isfinite(v):
+                raise SubmissionError(file, f"metrics.{view}.{k}",
+                                      f"recomputed value is {v} (not finite): the protocol "
+                                      "masks every target or the predictions overflow")
+
+    def walk(d: object, where: str) -> None:
+        if isinstance(d, dict):
+            for k, v in d.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(d, list):
+            for i, v in enumerate(d):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(d, float) and math.isinf(d):
+            raise SubmissionError(file, where, f"recomputed value is {d} (overflow): "
+                                               "predictions are too large")
+
+    walk(metrics, "metrics")

@@ -10,8 +10,11 @@ An artifact is a directory ``<root>/<version_key>/`` holding
   creation time, package versions, failure counts and the version key.
 
 Arrays are written with ``np.save`` and read with ``np.load(allow_pickle=False)``; every file's
-sha256 is checked on :meth:`SoftLabelStore.open`. Writes are atomic (a temporary directory,
-then a rename), and an existing artifact is never overwritten unless asked.
+sha256 is checked on :meth:`SoftLabelStore.open` (an edited array is refused). A run that uses a
+store is identified by ``<version_key>-<12 hex of the sha256 over its .npy files>``
+(``benchmark.experiment.RunSpec.teacher_id``), so other label content means another run id.
+Writes are atomic (a temporary directory, then a rename), and an existing artifact is never
+overwritten unless asked.
 
 Metadata keys that define the version (the teacher helpers fill them; missing ones count as
 None, the first and the fourth are required):

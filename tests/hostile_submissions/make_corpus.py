@@ -53,8 +53,12 @@ CASES = {
     "bad_url": "javascript: URL",
     "extra_member": "a second array in the archive",
     "json_nan": "metadata with a bare NaN",
-    "missing_field": "metadata without contact",
+    "missing_field": "metadata without hardware (a required field)",
     "int_dtype": "int64 predictions",
+    "huge_values": "float64 predictions with one 1e308 (its squared error would overflow)",
+    "near_duplicate": "the valid predictions plus noise of 1e-7, as float64, another model name",
+    "horizon_beyond": "protocol reporting horizon 24 of a 12-step horizon",
+    "negative_threshold": "protocol with mape_threshold -1",
 }
 
 
@@ -160,9 +164,21 @@ def build() -> dict[str, tuple[dict | bytes, bytes]]:
     out["json_nan"] = (text.replace('"parameter_count": 0', '"parameter_count": NaN').encode(),
                        valid_npz)
     m = base_metadata("missing-field")
-    del m["contact"]
+    del m["hardware"]
     out["missing_field"] = (m, valid_npz)
     out["int_dtype"] = (base_metadata("int-dtype"), _npz(np.rint(good).astype(np.int64)))
+    huge = good.astype(np.float64)
+    huge[2, 1, 0, 0] = 1e308
+    out["huge_values"] = (base_metadata("huge"), _npz(huge))
+    jitter = np.random.default_rng(0).uniform(-1e-7, 1e-7, size=good.shape)
+    out["near_duplicate"] = (base_metadata("offset-one-jittered"),
+                             _npz(good.astype(np.float64) + jitter))
+    for case, change in (("horizon_beyond", {"report_horizons": [3, 6, 24]}),
+                         ("negative_threshold", {"mape_threshold": -1.0})):
+        m = base_metadata(case.replace("_", "-"))
+        del m["protocol_hash"]
+        m["protocol"] = {**get_dataset_spec(DATASET).default_protocol.to_dict(), **change}
+        out[case] = (m, valid_npz)
     assert set(out) == set(CASES), set(out) ^ set(CASES)
     return out
 
