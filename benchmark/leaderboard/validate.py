@@ -34,7 +34,7 @@ from .. import __version__ as SUITE_VERSION
 from ..data.protocol import Protocol, protocol_hash
 from ..data.stdata import DataError
 from ..data.windows import PreparedData, prepare
-from ..metrics import MetricAccumulator
+from ..metrics import ProtocolMetrics
 from . import npzsafe
 from .schema import SubmissionError, read_json_strict, validate_metadata
 
@@ -357,10 +357,11 @@ def ground_truth(prepared: PreparedData) -> np.ndarray:
 
 def recompute_metrics(predictions: np.ndarray, target: Target) -> dict:
     """Every metric of ``predictions: [W, T_out, N, C_out]`` against the suite's ground truth
-    (:class:`MetricAccumulator` with the protocol's null value and MAPE threshold)."""
+    (:class:`ProtocolMetrics`: the protocol's masked view, and every finite target under
+    ``all_targets``), exactly as the suite scores its own runs."""
     p = target.protocol
     prepared = target.prepared
-    acc = MetricAccumulator(p.horizon, prepared.out_channels, p.null_value, p.mape_threshold)
+    acc = ProtocolMetrics.for_protocol(p, prepared.out_channels)
     starts = prepared.starts("test")
     for i in range(0, len(starts), _EVAL_BATCH):
         y = prepared.make_batch(starts[i:i + _EVAL_BATCH]).y
