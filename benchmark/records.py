@@ -28,7 +28,9 @@ class RunRecord:
     """Everything a result depends on and everything it measured.
 
     ``metrics`` holds ``{"val": summary, "test": summary}`` where a summary is
-    :meth:`benchmark.metrics.MetricAccumulator.summary` output.
+    :meth:`benchmark.metrics.MetricAccumulator.summary` output. ``recipe`` is
+    :func:`benchmark.recipes.describe_recipe`'s ``{"name", "source", "settings", "deviations"}``
+    (None in records made before recipes existed).
     """
 
     run_id: str
@@ -46,6 +48,7 @@ class RunRecord:
     efficiency: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     teacher: dict | None = None
+    recipe: dict | None = None
     status: str = "finished"
     command: str = ""
     git_sha: str = ""
@@ -197,7 +200,8 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
                "protocol_hash": r.protocol_hash, "seed": r.seed, "train_fraction": r.train_fraction,
                "params": r.params, "status": r.status,
                "teacher": (r.teacher or {}).get("id", ""),
-               "objective": r.objective.get("name", "")}
+               "objective": r.objective.get("name", ""),
+               "recipe": (r.recipe or {}).get("name", "")}
         for k, v in (m.get("overall") or {}).items():
             row[k] = v
         for k, v in (m.get("mean_of_horizons") or {}).items():
@@ -225,11 +229,18 @@ def run_tag(run_id: str, dataset: str, model: str) -> str:
     return run_id[:i].rstrip("-") if i > 0 else ""
 
 
-def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = ("dataset", "model", "train_fraction"),
+def aggregate(frame: pd.DataFrame,
+              by: tuple[str, ...] = ("dataset", "model", "recipe", "train_fraction"),
               metrics: tuple[str, ...] = ("mae", "rmse", "mape")) -> pd.DataFrame:
-    """Mean and std over seeds of each metric, with the number of seeds."""
+    """Mean and std over seeds of each metric, with the number of seeds.
+
+    Runs of different training recipes are never pooled: ``recipe`` is added to ``by`` when the
+    frame holds more than one; it is dropped from ``by`` when the frame has no such column."""
     if frame.empty:
         return frame
+    by = [b for b in by if b != "recipe" or "recipe" in frame.columns]
+    if "recipe" in frame.columns and "recipe" not in by and frame["recipe"].nunique() > 1:
+        by.append("recipe")
     cols = [m for m in metrics if m in frame.columns]
     g = frame.groupby(list(by), dropna=False)
     out = g[cols].agg(["mean", "std"])
