@@ -71,6 +71,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"{'':24s} cite: {spec.citation}")
             print(f"{'':24s} defaults: {spec.defaults}")
+            if spec.closed_form:
+                print(f"{'':24s} recipe: closed-form fit (no training recipe)")
+            elif spec.recipe is not None:
+                print(f"{'':24s} recipe: {spec.recipe.summary()}")
+                print(f"{'':24s} recipe source: {spec.recipe.source}")
+                if spec.recipe.notes:
+                    print(f"{'':24s} recipe differs: {spec.recipe.notes}")
     return 0
 
 
@@ -85,8 +92,12 @@ def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -
                    help="protocol override, e.g. horizon=9")
     p.add_argument("--fraction", type=float, default=1.0, help="training-data fraction")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyperparameter")
+    p.add_argument("--recipe", default="paper", choices=["paper", "common"],
+                   help="training recipe: the model's own (paper or official code; default) or "
+                        "the shared one (see `flowdistill models -v`)")
     p.add_argument("--train", action="append", metavar="KEY=VALUE",
-                   help=f"trainer setting ({', '.join(TrainConfig.__dataclass_fields__)})")
+                   help="trainer setting on top of the recipe "
+                        f"({', '.join(TrainConfig.__dataclass_fields__)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="soft-label store directory (distillation models)")
     p.add_argument("--objective", action="append", metavar="KEY=VALUE")
@@ -97,14 +108,14 @@ def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -
 
 def spec_from_args(args: argparse.Namespace):
     from .experiment import RunSpec
+    from .recipes import train_config_for
 
     train_kw = parse_assignments(args.train)
-    if "lr_milestones" in train_kw:
-        train_kw["lr_milestones"] = tuple(train_kw["lr_milestones"])
     unknown = set(train_kw) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise SystemExit(f"unknown trainer settings: {sorted(unknown)}")
-    train = TrainConfig(seed=args.seed, **train_kw)
+    recipe = getattr(args, "recipe", "paper")
+    train = train_config_for(args.model, recipe, {**train_kw, "seed": args.seed})
     from .efficiency import EfficiencyConfig
 
     return RunSpec(model=args.model, dataset=args.dataset,
@@ -112,7 +123,8 @@ def spec_from_args(args: argparse.Namespace):
                    protocol=parse_assignments(args.protocol), train_fraction=args.fraction,
                    hparams=parse_assignments(args.set), train=train, teacher=args.teacher,
                    objective=parse_assignments(args.objective),
-                   efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag)
+                   efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag,
+                   recipe=recipe)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
