@@ -18,7 +18,7 @@ Adam's epsilon, ...) are named in the recipe's ``notes``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .trainer import TrainConfig
 
@@ -121,7 +121,9 @@ COMMON = Recipe(
 
 
 def get_recipe(model: str, kind: str = "paper") -> Recipe | None:
-    """The recipe a run of ``model`` uses under ``kind``; None for closed-form models."""
+    """The recipe a run of ``model`` uses under ``kind``; None for closed-form models. A
+    gradient-trained model registered without a recipe gets :data:`COMMON` under "paper" too
+    (its source says so)."""
     from .models import get_spec
 
     if kind not in RECIPE_KINDS:
@@ -131,8 +133,9 @@ def get_recipe(model: str, kind: str = "paper") -> Recipe | None:
         return None
     if kind == "common":
         return COMMON
-    if spec.recipe is None:
-        raise ValueError(f"model {model!r} registers no training recipe; use recipe=common")
+    if spec.recipe is None:  # e.g. a user's model registered without one
+        return replace(COMMON, source=f"model {model!r} registers no recipe of its own: "
+                                      f"the common recipe ({COMMON.source})")
     return spec.recipe
 
 

@@ -37,6 +37,20 @@ def test_every_trained_model_has_a_cited_recipe():
         assert spec.recipe.epochs >= 1 and spec.recipe.lr > 0, name
 
 
+def test_a_model_without_a_recipe_falls_back_to_the_common_one():
+    from benchmark.models import _REGISTRY, Forecaster, register_model
+
+    class Recipeless(Forecaster):
+        pass
+
+    register_model("test-recipeless")(Recipeless)
+    try:
+        r = get_recipe("test-recipeless")
+        assert r.train_settings() == COMMON.train_settings() and "no recipe" in r.source
+    finally:
+        _REGISTRY.pop("test-recipeless")
+
+
 def test_common_recipe_is_the_same_for_every_model_and_the_trainer_default():
     want = COMMON.train_settings()
     for name, spec in registry().items():
