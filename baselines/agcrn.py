@@ -27,6 +27,16 @@ from torch import nn
 
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
+from benchmark.recipes import Recipe
+
+# Training recipe: the official code (LeiBAI/AGCRN model/PEMSD4_AGCRN.conf [train]): Adam
+# lr_init 3e-3 without decay (lr_decay False), batch 64, 100 epochs, early-stopping patience 15,
+# no clipping (grad_norm False), MAE loss. Differs: the official MAE is unmasked.
+RECIPE = Recipe(
+    source="LeiBAI/AGCRN model/PEMSD4_AGCRN.conf [train] (loss_func mae, batch_size 64, "
+           "epochs 100, lr_init 0.003, lr_decay False, early_stop_patience 15, grad_norm False)",
+    optimizer="adam", lr=3e-3, batch_size=64, epochs=100, patience=15, grad_clip=None,
+    loss="mae", notes="official MAE is unmasked")
 
 
 def adaptive_supports(node_emb: torch.Tensor, cheb_k: int) -> torch.Tensor:
@@ -95,7 +105,7 @@ class AGCRNCell(nn.Module):
 
 
 @register_model(
-    "agcrn",
+    "agcrn", recipe=RECIPE,
     citation="Bai et al., Adaptive Graph Convolutional Recurrent Network for Traffic "
              "Forecasting, NeurIPS 2020",
     description="AGCRN: GRU with node-adaptive parameters and a learned graph",

@@ -40,6 +40,17 @@ from torch import nn
 from baselines.graph import chebyshev_basis, require_adjacency, scaled_laplacian, symmetrize
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
+from benchmark.recipes import Recipe
+
+# Training recipe: the official PyTorch code (guoshnBJTU/ASTGCN-r-pytorch
+# configurations/PEMS04_astgcn.conf [Training]; train_ASTGCN_r.py): Adam lr 1e-3, batch 32,
+# 80 epochs, MSE loss, no clipping, no LR schedule, the best validation epoch kept.
+RECIPE = Recipe(
+    source="guoshnBJTU/ASTGCN-r-pytorch configurations/PEMS04_astgcn.conf [Training] "
+           "(learning_rate 0.001, batch_size 32, epochs 80, loss_function mse) + "
+           "train_ASTGCN_r.py (Adam, best validation epoch)",
+    optimizer="adam", lr=1e-3, batch_size=32, epochs=80, patience=None, grad_clip=None,
+    loss="mse")
 
 
 def scaled_combinatorial_laplacian(adj: np.ndarray) -> np.ndarray:
@@ -145,7 +156,7 @@ class ASTGCNBlock(nn.Module):
 
 
 @register_model(
-    "astgcn",
+    "astgcn", recipe=RECIPE,
     citation="Guo et al., Attention Based Spatial-Temporal Graph Convolutional Networks for "
              "Traffic Flow Forecasting, AAAI 2019",
     description="ASTGCN (recent component): spatial/temporal attention, Chebyshev graph conv",

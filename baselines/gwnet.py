@@ -42,6 +42,16 @@ from torch.nn import functional as F
 from baselines import graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
+from benchmark.recipes import Recipe
+
+# Training recipe: the official code (nnzhan/Graph-WaveNet train.py defaults, engine.py):
+# Adam lr 1e-3, weight decay 1e-4, batch 64, 100 epochs, gradient clipping at norm 5, masked
+# MAE, no LR schedule, the best validation epoch kept (no early stopping).
+RECIPE = Recipe(
+    source="nnzhan/Graph-WaveNet train.py defaults (--learning_rate 0.001 --weight_decay 0.0001 "
+           "--batch_size 64 --epochs 100) + engine.py (Adam, clip 5, util.masked_mae)",
+    optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=100, patience=None,
+    grad_clip=5.0, loss="mae")
 
 CITATION = ("Wu, Pan, Long, Jiang, Zhang. Graph WaveNet for Deep Spatial-Temporal Graph "
             "Modeling. IJCAI 2019.")
@@ -158,7 +168,8 @@ class GraphWaveNet(Forecaster):
         return y.reshape(b, self.horizon, self.out_channels, n).permute(0, 1, 3, 2)
 
 
-register_model("gwnet", citation=CITATION, needs_adjacency=False, tags=("graph",),
+register_model("gwnet", recipe=RECIPE,
+               citation=CITATION, needs_adjacency=False, tags=("graph",),
                description="Graph WaveNet (diffusion + self-adaptive adjacency, gated TCN)",
                residual_channels=32, dilation_channels=32, skip_channels=256, end_channels=512,
                kernel_size=2, blocks=4, layers_per_block=2, diffusion_steps=2, dropout=0.3,

@@ -38,6 +38,17 @@ from torch import nn
 
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
+from benchmark.recipes import Recipe
+
+# Training recipe: the official code (nnzhan/MTGNN train_multi_step.py defaults, trainer.py):
+# Adam lr 1e-3, weight decay 1e-4, batch 64, 100 epochs, clipping at norm 5, masked MAE, the best
+# validation epoch kept. Differs: its curriculum over the horizon (--cl, step_size1 2500) is not
+# implemented.
+RECIPE = Recipe(
+    source="nnzhan/MTGNN train_multi_step.py defaults (learning_rate 0.001, weight_decay 0.0001, "
+           "batch_size 64, epochs 100, clip 5) + trainer.py (Adam, masked_mae)",
+    optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=100, patience=None,
+    grad_clip=5.0, loss="mae", notes="horizon curriculum learning (cl) not applied")
 
 
 class GraphConstructor(nn.Module):
@@ -101,7 +112,7 @@ class DilatedInception(nn.Module):
 
 
 @register_model(
-    "mtgnn",
+    "mtgnn", recipe=RECIPE,
     citation="Wu et al., Connecting the Dots: Multivariate Time Series Forecasting with Graph "
              "Neural Networks, KDD 2020",
     description="MTGNN: learned sparse graph, mix-hop propagation, dilated inception TCN",

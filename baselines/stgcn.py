@@ -37,6 +37,19 @@ from torch import nn
 from baselines import graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
+from benchmark.recipes import Recipe, every
+
+# Training recipe: Yu, Yin, Zhu, IJCAI 2018, Sec. 4.3 "Experimental Settings" and the official
+# code (VeritasYin/STGCN_IJCAI-18 main.py defaults; models/trainer.py): RMSprop, lr 1e-3 decayed
+# x0.7 every 5 epochs (staircase exponential decay), batch 50, 50 epochs, L2 loss, no gradient
+# clipping, the best validation epoch kept (no early stopping). Differs: the official L2 loss is
+# tf.nn.l2_loss (half the sum of squares), here the masked mean squared error (same minimiser).
+RECIPE = Recipe(
+    source="Yu et al., IJCAI 2018, Sec. 4.3; VeritasYin/STGCN_IJCAI-18 main.py + "
+           "models/trainer.py (RMSProp, lr 1e-3 x0.7 every 5 epochs, batch 50, 50 epochs, L2)",
+    optimizer="rmsprop", lr=1e-3, lr_milestones=every(5, 50), lr_gamma=0.7, batch_size=50,
+    epochs=50, patience=None, grad_clip=None, loss="mse",
+    notes="official loss tf.nn.l2_loss (half sum of squares); here masked MSE")
 
 CITATION = ("Yu, Yin, Zhu. Spatio-Temporal Graph Convolutional Networks: A Deep Learning "
             "Framework for Traffic Forecasting. IJCAI 2018.")
@@ -169,13 +182,15 @@ class STGCN(Forecaster):
         return y.reshape(b, n, self.horizon, self.out_channels).permute(0, 2, 1, 3)
 
 
-register_model("stgcn", citation=CITATION, needs_adjacency=True, tags=("graph",),
+register_model("stgcn", recipe=RECIPE,
+               citation=CITATION, needs_adjacency=True, tags=("graph",),
                description="STGCN with Chebyshev graph convolution (Ks=3)",
                graph_conv="cheb", ks=3, kt=3, blocks=((64, 16, 64), (64, 16, 64)),
                dropout=0.0)(STGCN)
 
 
-@register_model("stgcn-gcn", citation=CITATION, needs_adjacency=True, tags=("graph",),
+@register_model("stgcn-gcn", recipe=RECIPE,
+                citation=CITATION, needs_adjacency=True, tags=("graph",),
                 description="STGCN with the first-order graph convolution approximation",
                 kt=3, blocks=((64, 16, 64), (64, 16, 64)), dropout=0.0)
 class STGCNFirstOrder(STGCN):

@@ -81,6 +81,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.verbose:
             print(f"{'':24s} cite: {spec.citation}")
             print(f"{'':24s} defaults: {spec.defaults}")
+            if spec.closed_form:
+                print(f"{'':24s} recipe: closed-form fit (no training recipe)")
+            elif spec.recipe is not None:
+                print(f"{'':24s} recipe: {spec.recipe.summary()}")
+                print(f"{'':24s} recipe source: {spec.recipe.source}")
+                if spec.recipe.notes:
+                    print(f"{'':24s} recipe differs: {spec.recipe.notes}")
     return 0
 
 
@@ -133,8 +140,12 @@ def add_run_arguments(p: argparse.ArgumentParser, model_argument: bool = True) -
     p.add_argument("--fraction", type=float, default=1.0, help="training-data fraction")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model hyperparameter (`flowdistill models -v` lists them)")
+    p.add_argument("--recipe", default="paper", choices=["paper", "common"],
+                   help="training recipe: the model's own (paper or official code; default) or "
+                        "the shared one (see `flowdistill models -v`)")
     p.add_argument("--train", action="append", metavar="KEY=VALUE",
-                   help=f"trainer setting ({', '.join(TrainConfig.__dataclass_fields__)})")
+                   help="trainer setting on top of the recipe "
+                        f"({', '.join(TrainConfig.__dataclass_fields__)})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="soft-label store directory (distillation models)")
     p.add_argument("--objective", action="append", metavar="KEY=VALUE",
@@ -152,6 +163,7 @@ def spec_from_args(args: argparse.Namespace):
     flags; unknown keys and mistyped values raise :class:`SettingError`."""
     from .efficiency import EfficiencyConfig
     from .experiment import RunSpec
+    from .recipes import train_config_for
     from .settings import check_run_settings
 
     if not args.dataset:
@@ -170,12 +182,14 @@ def spec_from_args(args: argparse.Namespace):
     train_kw = groups["train"]
     if "lr_milestones" in train_kw:
         train_kw["lr_milestones"] = tuple(train_kw["lr_milestones"])
-    train = TrainConfig(seed=args.seed, **train_kw)
+    recipe = getattr(args, "recipe", "paper")
+    train = train_config_for(args.model, recipe, {**train_kw, "seed": args.seed})
     return RunSpec(model=args.model, dataset=args.dataset,
                    dataset_options=groups["dataset_options"], protocol=groups["protocol"],
                    train_fraction=args.fraction, hparams=groups["hparams"], train=train,
                    teacher=args.teacher, objective=groups["objective"],
-                   efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag)
+                   efficiency=None if args.no_efficiency else EfficiencyConfig(), tag=args.tag,
+                   recipe=recipe)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

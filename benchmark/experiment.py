@@ -19,6 +19,7 @@ from .efficiency import EfficiencyConfig, measure_efficiency
 from .locks import run_lock
 from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
 from .objectives import StepContext, SupervisedObjective
+from .recipes import describe_recipe, get_recipe, train_config_for
 from .records import (
     RecordExistsError,
     RunRecord,
@@ -55,7 +56,12 @@ class RunSpec:
         protocol: overrides of the dataset's default protocol fields.
         train_fraction: share of the training windows the model may see.
         hparams: model hyperparameter overrides (filtered to what the model accepts).
-        train: trainer settings (seed lives here).
+        recipe: "paper" (the model's own training recipe, default) or "common" (one shared
+            recipe); see :mod:`benchmark.recipes`. It also sets the ground-truth loss unless
+            ``objective`` overrides it.
+        train: trainer settings (seed lives here); None: the recipe's
+            (:func:`benchmark.recipes.train_config_for`). Given explicitly, it is used as is and
+            the record lists where it deviates from the recipe.
         teacher: path of a soft-label store (distillation models only).
         objective: overrides for the model's objective (e.g. ``{"gate": "batch"}``).
         efficiency: efficiency-measurement settings; None skips the measurement.
@@ -68,11 +74,16 @@ class RunSpec:
     protocol: dict = field(default_factory=dict)
     train_fraction: float = 1.0
     hparams: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig | None = None
     teacher: str | None = None
     objective: dict = field(default_factory=dict)
     efficiency: EfficiencyConfig | None = field(default_factory=EfficiencyConfig)
     tag: str = ""
+    recipe: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.train is None:
+            self.train = train_config_for(self.model, self.recipe)
 
     def resolved_protocol(self) -> Protocol:
         from .data.registry import get_dataset_spec
@@ -93,7 +104,8 @@ class RunSpec:
                  "dataset_options": self.dataset_options,
                  "protocol": self.resolved_protocol().to_dict(),
                  "hparams": resolve_hparams(self.model, self.hparams), "train": train,
-                 "teacher": self.teacher_id(), "objective": self.objective}
+                 "teacher": self.teacher_id(), "objective": self.objective,
+                 "recipe": self.recipe}
         content = dataset_content_hash(self.dataset, **self.dataset_options)
         if content is not None:  # absent for pinned/generated data: their run ids are unchanged
             ident["dataset_content"] = content
@@ -145,12 +157,17 @@ def load_prepared(spec: RunSpec) -> PreparedData:
 
 
 def make_objective(spec: RunSpec):
+    """The model's objective with its recipe's ground-truth loss (``spec.objective`` on top)."""
     mspec = get_spec(spec.model)
+    recipe = get_recipe(spec.model, spec.recipe)
+    loss = recipe.loss_settings() if recipe is not None else None
     if mspec.objective_factory is not None:
-        return mspec.objective_factory(spec.teacher, **spec.objective)
+        return mspec.objective_factory(spec.teacher, loss=loss, **spec.objective)
     if spec.teacher is not None:
         raise ValueError(f"model {spec.model!r} does not use a teacher, but one was given")
-    return SupervisedObjective(**spec.objective)
+    base = {} if loss is None else {"loss_name": loss["loss"],
+                                    "huber_delta": loss.get("huber_delta", 1.0)}
+    return SupervisedObjective(**{**base, **spec.objective})
 
 
 def check_teacher_matches(teacher, dataset_id: str, protocol: Protocol) -> None:
@@ -247,7 +264,7 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
 
         train_step = None
         if not getattr(model, "closed_form", False):
-            sctx = StepContext(0, spec.train.epochs, prepared)
+            sctx = StepContext(0, spec.train.schedule_epochs or spec.train.epochs, prepared)
             train_starts = prepared.starts("train")
 
             def train_step(batch):
@@ -266,7 +283,9 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
         protocol_hash=protocol_hash(spec.dataset, protocol),
         seed=spec.train.seed, train_fraction=spec.train_fraction,
         hparams=resolve_hparams(spec.model, spec.hparams), train_config=spec.train.to_dict(),
-        objective=objective.describe(), metrics=metrics, params=count_parameters(model),
+        objective=objective.describe(),
+        recipe=describe_recipe(spec.model, spec.recipe, spec.train, spec.objective),
+        metrics=metrics, params=count_parameters(model),
         efficiency=efficiency, fit=fit_info,
         teacher=({"id": spec.teacher_id(), "path": str(spec.teacher)} if spec.teacher else None),
         sweep=spec.tag, command=command, git_sha=git_sha(), packages=package_versions(),

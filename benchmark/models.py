@@ -13,10 +13,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,12 @@ class ModelSpec:
     needs_adjacency: bool = False
     tags: tuple[str, ...] = ()
     objective_factory: Callable | None = None
+    recipe: Recipe | None = None
+
+    @property
+    def closed_form(self) -> bool:
+        """Fitted without gradient steps (no training recipe)."""
+        return bool(getattr(self.factory, "closed_form", False))
 
     def accepted_args(self) -> set[str] | None:
         """Names the factory accepts, or None when it takes ``**kwargs``."""
@@ -115,11 +125,15 @@ MODEL_MODULES = ["benchmark.simple_models", "baselines", "flowdistill"]
 
 def register_model(name: str, *, citation: str = "", description: str = "",
                    needs_adjacency: bool = False, tags: tuple[str, ...] = (),
-                   objective_factory: Callable | None = None, **defaults) -> Callable:
+                   objective_factory: Callable | None = None, recipe: Recipe | None = None,
+                   **defaults) -> Callable:
     """Decorator registering a model factory under ``name`` with default hyperparameters.
 
-    ``objective_factory(teacher_path: str | None, **overrides) -> Objective`` names the training
-    objective the model needs (e.g. distillation); None means the plain supervised objective.
+    ``objective_factory(teacher_path: str | None, loss: dict | None = None, **overrides) ->
+    Objective`` names the training objective the model needs (e.g. distillation); ``loss`` is
+    the recipe's ground-truth loss (:meth:`benchmark.recipes.Recipe.loss_settings`); None means
+    the plain supervised objective. ``recipe`` is the model's training recipe from its paper or
+    official code (:class:`benchmark.recipes.Recipe`); closed-form models have none.
     """
 
     def deco(factory: Callable) -> Callable:
@@ -127,7 +141,7 @@ def register_model(name: str, *, citation: str = "", description: str = "",
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
         _REGISTRY[name] = ModelSpec(name, factory, dict(defaults), citation, doc,
-                                    needs_adjacency, tags, objective_factory)
+                                    needs_adjacency, tags, objective_factory, recipe)
         return factory
 
     return deco

@@ -31,6 +31,8 @@ class RunRecord:
     :meth:`benchmark.metrics.ProtocolMetrics.summary` output: the protocol's masked view, with
     the view over all finite targets under ``"all_targets"``. ``sweep`` is the sweep (or
     pipeline step) that made the run, empty for ad-hoc runs; tables never pool two sweeps.
+    ``recipe`` is :func:`benchmark.recipes.describe_recipe`'s ``{"name", "source", "settings",
+    "deviations"}`` (None in records made before recipes existed).
     """
 
     run_id: str
@@ -49,6 +51,7 @@ class RunRecord:
     fit: dict = field(default_factory=dict)
     teacher: dict | None = None
     sweep: str = ""
+    recipe: dict | None = None
     status: str = "finished"
     command: str = ""
     git_sha: str = ""
@@ -228,7 +231,8 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
                "params": r.params, "status": r.status,
                "teacher": (r.teacher or {}).get("id", ""),
                "objective": r.objective.get("name", ""),
-               "sweep": record_sweep(r), "machine": machine_kind(r.hardware)}
+               "sweep": record_sweep(r), "machine": machine_kind(r.hardware),
+               "recipe": (r.recipe or {}).get("name", "")}
         for k, v in (m.get("overall") or {}).items():
             row[k] = v
         for k, v in ((m.get("all_targets") or {}).get("overall") or {}).items():
@@ -271,16 +275,19 @@ def run_tag(run_id: str, dataset: str, model: str) -> str:
     return run_id[:i].rstrip("-") if i > 0 else ""
 
 
-GROUP_KEYS = ("dataset", "sweep", "machine", "model", "train_fraction")
+GROUP_KEYS = ("dataset", "sweep", "machine", "model", "recipe", "train_fraction")
 
 
 def aggregate(frame: pd.DataFrame, by: tuple[str, ...] = GROUP_KEYS,
               metrics: tuple[str, ...] = ("mae", "rmse", "mape")) -> pd.DataFrame:
     """Mean and std over seeds of each metric, with the number of seeds. Rows never pool
-    records of different sweeps or machine kinds (``by``; keys missing from ``frame`` are
-    skipped)."""
+    records of different sweeps, machine kinds or training recipes (``by``; keys missing from
+    ``frame`` are skipped; ``recipe`` is added whenever the frame holds more than one)."""
     if frame.empty:
         return frame
+    by = [b for b in by if b != "recipe" or "recipe" in frame.columns]
+    if "recipe" in frame.columns and "recipe" not in by and frame["recipe"].nunique() > 1:
+        by.append("recipe")
     cols = [m for m in metrics if m in frame.columns]
     by = tuple(k for k in by if k in frame.columns)
     g = frame.groupby(list(by), dropna=False)

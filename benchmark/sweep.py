@@ -12,7 +12,8 @@ A sweep can be written in Python (:class:`SweepSpec`) or in TOML::
     datasets = ["nyc_taxi_manhattan"]
     fractions = [0.1, 1.0]
     seeds = [0, 1, 2]
-    [train]            # TrainConfig fields
+    recipe = "common"  # or "paper" (default): each model's own recipe
+    [train]            # TrainConfig fields, on top of the recipe
     epochs = 50
     [hparams.stgcn]    # per-model hyperparameters
     dropout = 0.3
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .efficiency import EfficiencyConfig
 from .experiment import RunSpec, default_records_dir, default_runs_dir, run_experiment
+from .recipes import train_config_for
 from .records import RecordExistsError, is_finished
 from .trainer import TrainConfig
 
@@ -45,7 +47,9 @@ class SweepSpec:
     Attributes:
         name: becomes the run-id prefix (tag) of every run.
         models, datasets, fractions, seeds: the grid.
-        train: :class:`TrainConfig` overrides for every run.
+        recipe: "paper" (each model's own training recipe) or "common" (one shared recipe);
+            see :mod:`benchmark.recipes`.
+        train: :class:`TrainConfig` overrides for every run, on top of the recipe.
         train_per_model: further overrides per model (e.g. a smaller batch for a big model).
         hparams: per-model hyperparameter overrides.
         protocol: per-dataset protocol overrides.
@@ -70,6 +74,7 @@ class SweepSpec:
     teachers: dict[str, str] = field(default_factory=dict)
     objective: dict[str, dict] = field(default_factory=dict)
     efficiency: bool = True
+    recipe: str = "paper"
 
     @classmethod
     def from_toml(cls, path: Path) -> SweepSpec:
@@ -110,21 +115,27 @@ class SweepSpec:
         """The grid's (dataset, fraction, model, seed) tuples."""
         return list(itertools.product(self.datasets, self.fractions, self.models, self.seeds))
 
+    def train_config(self, model: str, seed: int) -> TrainConfig:
+        """``model``'s recipe with the sweep's ``train`` and ``train_per_model`` on top."""
+        tkw = {**self.train, **self.train_per_model.get(model, {})}
+        unknown = set(tkw) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"sweep {self.name}: unknown train settings {sorted(unknown)}")
+        return train_config_for(model, self.recipe, {**tkw, "seed": seed})
+
     def expand(self) -> list[RunSpec]:
         """The runs of the grid, in a deterministic order (dataset, fraction, model, seed)."""
         runs = []
         self.check_settings()
         for ds, frac, model, seed in self.grid():
-            tkw = {**self.train, **self.train_per_model.get(model, {})}
-            if "lr_milestones" in tkw:
-                tkw["lr_milestones"] = tuple(tkw["lr_milestones"])
             runs.append(RunSpec(
                 model=model, dataset=ds, dataset_options=self.dataset_options.get(ds, {}),
                 protocol=self.protocol.get(ds, {}), train_fraction=float(frac),
-                hparams=self.hparams.get(model, {}), train=TrainConfig(**{**tkw, "seed": seed}),
+                hparams=self.hparams.get(model, {}), train=self.train_config(model, seed),
                 teacher=self.teachers.get(ds) if _uses_teacher(model) else None,
                 objective=self.objective.get(model, {}),
-                efficiency=EfficiencyConfig() if self.efficiency else None, tag=self.name))
+                efficiency=EfficiencyConfig() if self.efficiency else None, tag=self.name,
+                recipe=self.recipe))
         return runs
 
 

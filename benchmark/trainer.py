@@ -40,6 +40,9 @@ class TrainConfig:
         lr_gamma: LR decay factor.
         grad_clip: max global gradient norm (None: no clipping).
         patience: epochs without validation-MAE improvement before stopping.
+        schedule_epochs: the epoch count that epoch-based schedules of the loss (the IB-weight
+            anneal) are defined over: the recipe's epochs (:mod:`benchmark.recipes`); None =
+            ``epochs``. A run shorter than its schedule says so in its fit result.
         seed: seed for torch, numpy and Python.
         deterministic: ask torch for deterministic algorithms.
         max_train_batches: cap on training batches per epoch (smoke runs); None = all.
@@ -61,6 +64,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     grad_clip: float | None = 5.0
     patience: int = 10
+    schedule_epochs: int | None = None
     seed: int = 0
     deterministic: bool = True
     max_train_batches: int | None = None
@@ -128,6 +132,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     resumed_from_epoch: int | None = None
     stopped_by: str = "max_epochs"
+    regulariser_schedule: dict | None = None
 
 
 class Trainer:
@@ -203,6 +208,7 @@ class Trainer:
         if cfg.max_train_batches:
             n_batches = min(n_batches, cfg.max_train_batches)
         stopped_by = "max_epochs"
+        schedule_epochs = cfg.schedule_epochs or cfg.epochs
         for epoch in range(start_epoch, cfg.epochs):
             if bad_epochs >= cfg.patience:
                 stopped_by = "early_stopping"
@@ -212,8 +218,9 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             self.model.train()
-            ctx = StepContext(epoch, cfg.epochs, self.prepared)
+            ctx = StepContext(epoch, schedule_epochs, self.prepared)
             sums: dict[str, float] = {}
+            applied_weight = None
             bar = tqdm(self.prepared.batches("train", cfg.batch_size, shuffle=True, generator=rng,
                                              teacher=teacher),
                        total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -233,6 +240,7 @@ class Trainer:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 logs["loss"] = float(loss.detach())
+                applied_weight = logs.get("extra_weight", applied_weight)
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -244,6 +252,8 @@ class Trainer:
             train_seconds += dt
             row = {"epoch": epoch, "val_mae": float(val_mae), "seconds": dt,
                    **{f"train_{k}": float(v / n_done) for k, v in sums.items()}}
+            if applied_weight is not None:  # the regulariser weight used in this epoch's steps
+                row["extra_weight"] = float(applied_weight)
             history.append(row)
             if val_mae < best_val:
                 best_val, best_epoch, bad_epochs = val_mae, epoch, 0
@@ -273,7 +283,28 @@ class Trainer:
             self.model.load_state_dict(best_state)
         epochs_run = len(history)
         return FitResult(epochs_run, best_epoch, best_val, train_seconds,
-                         train_seconds / max(1, epochs_run), history, resumed, stopped_by)
+                         train_seconds / max(1, epochs_run), history, resumed, stopped_by,
+                         self._schedule_note(history, schedule_epochs))
+
+    def _schedule_note(self, history: list[dict], schedule_epochs: int) -> dict | None:
+        """Whether the model's regulariser-weight schedule (``extra_loss_weight``) reached its
+        end: ``{"schedule_epochs", "end_epoch", "last_epoch", "complete", "final_weight",
+        "last_weight"}``; None when no epoch applied a regulariser weight."""
+        weights = [r["extra_weight"] for r in history if "extra_weight" in r]
+        if not weights:
+            return None
+        end_fn = getattr(self.model, "extra_loss_weight_end", None)
+        end = int(end_fn(schedule_epochs)) if callable(end_fn) else 0
+        last = int(history[-1]["epoch"])
+        note = {"schedule_epochs": schedule_epochs, "end_epoch": end, "last_epoch": last,
+                "complete": last >= end, "last_weight": float(weights[-1])}
+        weight_fn = getattr(self.model, "extra_loss_weight", None)
+        if callable(weight_fn):
+            note["final_weight"] = float(weight_fn(max(end, 0), schedule_epochs))
+        if not note["complete"]:
+            note["note"] = (f"stopped at epoch {last} before the regulariser-weight schedule "
+                            f"ended (epoch {end} of {schedule_epochs})")
+        return note
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()

@@ -88,6 +88,13 @@ class BetaAnnealing:
             return float(self.beta_end + (self.beta_start - self.beta_end) * (1.0 - p) ** 3)
         return float(self.beta_end)
 
+    def end_epoch(self, num_epochs: int) -> int:
+        """The first 0-based epoch at which the weight is ``beta_end`` for good: ``2n - 1``
+        (the anneal's last point is ``beta_end``), ``2`` when ``n == 1``, ``0`` when ``n == 0``.
+        A run whose last epoch is before this one stopped inside the anneal."""
+        n = num_epochs // 4
+        return 2 * n - 1 if n > 1 else 2 * n
+
     def describe(self) -> dict:
         return {"kind": "beta(1,4)-pdf", "beta_start": self.beta_start, "beta_end": self.beta_end}
 

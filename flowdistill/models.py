@@ -20,9 +20,14 @@ soft-label term to the bound. Every variant uses the same ground-truth distance 
 original units, the release's default), so the no-teacher variants differ from ``flowdistill``
 only in the teacher's role.
 
+Every variant trains by default with the release's recipe (:data:`RECIPE`), ``mlp`` included
+(it is the family's backbone ablation); ``recipe=common`` swaps in the shared one, its loss
+included (the distance below then follows the recipe's loss).
+
 Each registry entry carries
 
-* ``objective_factory(teacher_path, **overrides)`` (what ``benchmark.experiment`` calls): opens
+* ``objective_factory(teacher_path, loss=None, **overrides)`` (what ``benchmark.experiment``
+  calls with the recipe's ``loss``; it sets ``distance``/``huber_delta``): opens
   the :class:`~flowdistill.teacher.labels.SoftLabelStore` at ``teacher_path`` (if any) and
   returns :func:`objective_for`'s objective;
 * tags: ``"flowdistill"`` on all six; ``"distill"`` and ``"needs_teacher"`` on the variants
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from benchmark.models import get_spec, register_model
 from benchmark.objectives import Objective
+from benchmark.recipes import Recipe, every
 
 from .objective import DistillationConfig, DistillationObjective
 from .student import FlowDistillStudent
@@ -48,6 +54,17 @@ BACKBONE = dict(embed_dim=64, node_dim=64, tod_dim=64, dow_dim=64, num_layers=3,
                 num_samples=10)
 FAMILY, DISTILL, NEEDS_TEACHER = "flowdistill", "distill", "needs_teacher"
 KD_WEIGHT = 1.0  # weight of the soft-label term in the variants that use it
+
+# The authors' release: conf/general_conf/global_baselines.conf ([train]: batch_size 128,
+# epochs 200, lr_init 0.0055, lr_decay_rate 0.62 at lr_decay_step 15, 30, ..., 150,
+# early_stop_patience 25, max_grad_norm 15) and conf/KDMLP/KDMLP.conf (loss_func = mask_huber,
+# delta 1 in original units). The IB weight's anneal is defined over these 200 epochs.
+RECIPE = Recipe(
+    source="FlowDistill release (zxc2012/FlowDistill) conf/general_conf/global_baselines.conf "
+           "[train] + conf/KDMLP/KDMLP.conf loss_func=mask_huber",
+    optimizer="adam", lr=0.0055, weight_decay=0.0, lr_milestones=every(15, 151),
+    lr_gamma=0.62, batch_size=128, epochs=200, patience=25, grad_clip=15.0, loss="huber",
+    huber_delta=1.0)
 
 # name -> (uses the teacher, DistillationConfig overrides)
 VARIANTS: dict[str, tuple[bool, dict]] = {
@@ -100,10 +117,25 @@ def objective_for(model_name: str, teacher_store=None, **overrides) -> Objective
                                  requires_teacher=NEEDS_TEACHER in get_spec(model_name).tags)
 
 
+def loss_overrides(loss: dict | None) -> dict:
+    """A recipe's ground-truth loss (:meth:`~benchmark.recipes.Recipe.loss_settings`) as
+    :class:`~flowdistill.objective.DistillationConfig` settings."""
+    if not loss:
+        return {}
+    if loss["loss"] not in ("huber", "mae"):
+        raise ValueError(f"FlowDistill's objective supports the huber and mae losses, not "
+                         f"{loss['loss']!r}")
+    out = {"distance": loss["loss"]}
+    if "huber_delta" in loss:
+        out["huber_delta"] = loss["huber_delta"]
+    return out
+
+
 def _objective_factory(model_name: str):
-    def make(teacher_path: str | Path | None = None, **overrides) -> Objective:
+    def make(teacher_path: str | Path | None = None, loss: dict | None = None,
+             **overrides) -> Objective:
         store = SoftLabelStore.open(teacher_path) if teacher_path is not None else None
-        return objective_for(model_name, store, **overrides)
+        return objective_for(model_name, store, **{**loss_overrides(loss), **overrides})
 
     make.__name__ = f"objective_for_{model_name.replace('-', '_')}"
     make.settings = DistillationConfig  # the overrides it accepts (checked by the CLI, sweeps)
@@ -114,6 +146,6 @@ for _name, (_uses_teacher, _) in VARIANTS.items():
     register_model(
         _name, citation=CITATION, description=_DESCRIPTIONS[_name],
         tags=(FAMILY, DISTILL, NEEDS_TEACHER) if _uses_teacher else (FAMILY,),
-        objective_factory=_objective_factory(_name),
+        objective_factory=_objective_factory(_name), recipe=RECIPE,
         use_ib=_name not in ("flowdistill-noib", "mlp"), **BACKBONE,
     )(FlowDistillStudent)

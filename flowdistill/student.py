@@ -140,5 +140,11 @@ class FlowDistillStudent(Forecaster):
         return self._kl
 
     def extra_loss_weight(self, epoch: int, num_epochs: int) -> float:
-        """The annealed IB weight beta_e of :class:`~flowdistill.losses.BetaAnnealing`."""
+        """The annealed IB weight beta_e of :class:`~flowdistill.losses.BetaAnnealing`;
+        ``num_epochs`` is the recipe's epoch count (``TrainConfig.schedule_epochs``)."""
         return self.beta_schedule(epoch, num_epochs)
+
+    def extra_loss_weight_end(self, num_epochs: int) -> int:
+        """The first epoch of the anneal's final weight (the trainer reports a run that
+        stopped before it)."""
+        return self.beta_schedule.end_epoch(num_epochs)

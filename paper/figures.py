@@ -273,7 +273,8 @@ def series_figure(frame: pd.DataFrame, out_dir: Path, runs_dir: Path, zones: int
             axes[0, 0].legend(ncol=len(picked) + 1)
             axes[-1, 0].set_xlabel("time step")
             axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-            name = f"{stem}_{dataset}" + (f"_{phash[:8]}" if suffix else "")
+            name = (f"{stem}_{dataset}" + (f"_{phash[:8]}" if "[protocol" in suffix else "")
+                    + (f"_{g['recipe'].iloc[0] or 'unrecorded'}" if "[recipe" in suffix else ""))
             paths += save_figure(fig, out_dir, name)
     if not paths:
         print(f"skip {stem}: no run has saved test predictions (<runs>/<run_id>/"

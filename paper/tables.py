@@ -43,18 +43,31 @@ def _skip(what: str, why: str) -> list[Path]:
 
 def dataset_groups(frame: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, str]]:
     """``(dataset, protocol_hash, rows, suffix)``; ``suffix`` names the protocol when one dataset
-    was run under several (e.g. the STGCN paper's protocol beside the default one)."""
+    was run under several (e.g. the STGCN paper's protocol beside the default one), and the
+    training recipe when its records were trained under several (``paper``, ``common``): runs
+    of different recipes never share a table."""
     for dataset, dg in frame.groupby("dataset", sort=True):
         hashes = sorted(dg["protocol_hash"].unique(), key=lambda h: (-int((dg.protocol_hash == h)
                                                                           .sum()), h))
         for h in hashes:
             g = dg[dg["protocol_hash"] == h]
             suffix = f" [protocol {h[:8]}]" if len(hashes) > 1 else ""
-            yield str(dataset), str(h), g, suffix
+            recipes = (sorted(g["recipe"].fillna("").unique()) if "recipe" in g.columns
+                       else [None])
+            for r in recipes:
+                gr = g if r is None else g[g["recipe"].fillna("") == r]
+                rsuffix = f" [recipe {r or 'unrecorded'}]" if len(recipes) > 1 else ""
+                yield str(dataset), str(h), gr, suffix + rsuffix
 
 
-def _label(dataset: str, phash: str, suffix: str) -> str:
-    return dataset.replace("_", "-") + (f"-{phash[:8]}" if suffix else "")
+def table_label(dataset: str, phash: str, suffix: str) -> str:
+    """Dataset id plus, where :func:`dataset_groups` split it, protocol hash and recipe."""
+    label = dataset.replace("_", "-")
+    if "[protocol" in suffix:
+        label += f"-{phash[:8]}"
+    if "[recipe " in suffix:
+        label += "-" + suffix.rsplit("[recipe ", 1)[1].rstrip("]")
+    return label
 
 
 def _protocol_text(g: pd.DataFrame) -> str:
@@ -135,7 +148,7 @@ def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
         tables.append(Table(
             caption=f"{dataset}{suffix}: test error, mean ± std over seeds"
                     + (f" ({proto})" if proto else ""),
-            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
             column_groups=_metric_groups(keys, metrics), sections=sections,
             note="@h: error at horizon step h; Avg.: mean of the per-step errors. "
                  "Bold: lowest mean per column."))
@@ -161,7 +174,7 @@ def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
                              if m in set(g["model"]))
         tables.append(Table(
             caption=f"{dataset}{suffix}: ablation, test error, mean ± std over seeds",
-            label=f"tab:{stem}-{_label(dataset, phash, suffix)}",
+            label=f"tab:{stem}-{table_label(dataset, phash, suffix)}",
             row_header=["Variant", "Teacher"], column_groups=_metric_groups(keys, metrics),
             sections=sections, note=variants + ". Bold: lowest mean per column."))
     return write_tables(tables, out_dir, stem, title)
@@ -196,7 +209,7 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
         what = f"{METRIC_LABELS.get(metric, metric)} ({over})"
         tables.append(Table(
             caption=f"{dataset}{suffix}: test {what} vs share of the training data",
-            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
             column_groups=[("Training data", [f"{f:.0%}" for f in fracs])], sections=[sec],
             note="Mean ± std over seeds; the most recent share of the training period. "
                  "Bold: lowest mean per column."))
@@ -257,7 +270,7 @@ def efficiency_table(frame: pd.DataFrame, out_dir: Path, stem: str = "efficiency
         groups.append(("", ["Device"]))
         tables.append(Table(
             caption=f"{dataset}{suffix}: model size, training cost and inference cost",
-            label=f"tab:{stem}-{_label(dataset, phash, suffix)}", row_header=["Model"],
+            label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
             column_groups=groups, sections=[sec],
             note="Means over seeds. Peak memory: CUDA max allocated on a GPU, resident-set "
                  "increase on a CPU. s/epoch: – for closed-form fits."))

@@ -79,19 +79,14 @@ def _records() -> Path:
 
 def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = True) -> str | None:
     """Sweep teacher reference ``model:<name>``: a ``<name>`` teacher on ``dataset`` trained with
-    the sweep's data options, protocol and train settings (plus ``train_per_model[<name>]``),
-    seed 0, all of the training data."""
-    from benchmark.trainer import TrainConfig
-
-    tkw = {**sweep.train, **sweep.train_per_model.get(model_name, {})}
-    if "lr_milestones" in tkw:
-        tkw["lr_milestones"] = tuple(tkw["lr_milestones"])
-    tkw["seed"] = 0
+    the sweep's data options, protocol, recipe and train settings (plus
+    ``train_per_model[<name>]``), seed 0, all of the training data."""
     spec = RunSpec(model=model_name, dataset=dataset,
                    dataset_options=sweep.dataset_options.get(dataset, {}),
                    protocol=sweep.protocol.get(dataset, {}), train_fraction=1.0,
-                   hparams=sweep.hparams.get(model_name, {}), train=TrainConfig(**tkw),
-                   tag="teacher")
+                   hparams=sweep.hparams.get(model_name, {}),
+                   train=sweep.train_config(model_name, seed=0), tag="teacher",
+                   recipe=sweep.recipe)
     if not create:
         if not is_finished(_records(), spec.run_id()):
             return None
