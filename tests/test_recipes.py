@@ -131,9 +131,11 @@ def test_sweep_toml_recipe(tmp_path):
 
 def test_cli_recipe_flag_and_overrides():
     parser = build_parser()
-    spec = spec_from_args(parser.parse_args(["train", "agcrn", "--train", "epochs=2"]))
+    spec = spec_from_args(parser.parse_args(["train", "agcrn", "--dataset", "synthetic",
+                                             "--train", "epochs=2"]))
     assert spec.recipe == "paper" and spec.train.lr == 3e-3 and spec.train.epochs == 2
-    spec = spec_from_args(parser.parse_args(["train", "agcrn", "--recipe", "common",
+    spec = spec_from_args(parser.parse_args(["train", "agcrn", "--dataset", "synthetic",
+                                             "--recipe", "common",
                                              "--seed", "4"]))
     assert spec.recipe == "common" and spec.train.lr == COMMON.lr and spec.train.seed == 4
 
