@@ -183,7 +183,7 @@ def cpu_steps() -> list[Step]:
     # 8.7k training windows x 69 zones (600k prompts, about 3 hours at ~60 prompts/s here).
     llm_students = SweepSpec(
         name="student-llm", models=["flowdistill"], datasets=["nyc_taxi_manhattan"],
-        fractions=[0.1], seeds=[0, 1, 2], recipe="common",
+        fractions=[0.1], seeds=[0, 1, 2],
         train={"device": "auto", "epochs": 30, "patience": 5, "time_budget_s": 480,
                "num_threads": 1})
     # run A of results/teacher_nyc_taxi_manhattan.md: ST encoder pre-trained (UrbanGPT), then
@@ -214,7 +214,7 @@ def paper_steps() -> list[Step]:
     # students at 100 % and 10 % (swap "backbone" for a local 7B directory to match the paper)
     llm_students = SweepSpec(
         name="student-llm-gpu", models=["flowdistill", "flowdistill-kd"],
-        datasets=["nyc_taxi_manhattan"], fractions=[1.0, 0.1], seeds=[0, 1, 2], recipe="common",
+        datasets=["nyc_taxi_manhattan"], fractions=[1.0, 0.1], seeds=[0, 1, 2],
         train={"device": "auto", "epochs": 100, "patience": 15})
     llm = {"backbone": "tiny", "st_encoder": True, "encoder_node_embedding": True,
            "encoder_pretrain_epochs": 10, "steps": 2000, "batch_size": 64, "lr": 1e-3,
