@@ -249,7 +249,7 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
         for k, v in (r.efficiency or {}).items():
             if isinstance(v, int | float | str):
                 row[k] = v
-        for k in ("train_seconds", "seconds_per_epoch", "epochs_run", "best_epoch"):
+        for k in ("train_seconds", "seconds_per_epoch", "epochs_run", "best_epoch", "stopped_by"):
             if k in (r.fit or {}):
                 row[k] = r.fit[k]
         rows.append(row)

@@ -34,7 +34,10 @@ from .published import published_table
 from .scaling import load_scaling, scaling_table
 from .tables import ablation_table, accuracy_table, efficiency_table, fraction_table
 
-RUN_KEYS = ("dataset", "protocol_hash", "model", "teacher_kind", "train_fraction", "seed")
+# one record per run: the newest of identical runs of one sweep, recipe and machine kind (runs
+# of different sweeps, recipes or machines are different rows, never pooled or replaced)
+RUN_KEYS = ("dataset", "protocol_hash", "model", "teacher_kind", "train_fraction", "seed",
+            "sweep", "recipe", "machine")
 
 
 @dataclass
@@ -77,6 +80,34 @@ def experiment_frame(frame: pd.DataFrame, tag: str, purpose: str, full_data: boo
     return dedupe(sel, RUN_KEYS, purpose)
 
 
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+def awaiting_models(tag: str, full_data: bool) -> dict[str, dict[str, str]]:
+    """``{dataset: {model: command}}``: every model the shipped sweeps named in ``tag`` run
+    (at 100 % of the training data when ``full_data``), with the command that runs it; tables
+    list those without records as awaiting (most of them await a GPU)."""
+    from benchmark.sweep import SweepSpec
+
+    wanted = [t.strip() for t in tag.split(",") if t.strip()]
+    specs = {}
+    for path in sorted(EXPERIMENTS.glob("*.toml")):
+        spec = SweepSpec.from_toml(path)
+        specs.setdefault(spec.name, (path, spec))
+    out: dict[str, dict[str, str]] = {}
+    for name in wanted:
+        if name not in specs:
+            continue
+        path, spec = specs[name]
+        if full_data and 1.0 not in [float(f) for f in spec.fractions]:
+            continue
+        cmd = f"flowdistill sweep paper/experiments/{path.name}"
+        for ds in spec.datasets:
+            for model in spec.models:
+                out.setdefault(ds, {}).setdefault(model, cmd)
+    return out
+
+
 def build(cfg: BuildConfig) -> dict[str, list[Path]]:
     """Write every table and figure the records allow; return ``{output name: paths}``."""
     frame = load_frame(cfg.records)
@@ -93,7 +124,8 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
     abl_cpu = experiment_frame(runs, cfg.cpu_ablation_tag, "CPU ablation", full_data=False)
     rows = load_scaling(cfg.scaling or Path(cfg.out) / "scaling", frame)
     return {
-        "accuracy table": accuracy_table(main, tables, digits=cfg.digits),
+        "accuracy table": accuracy_table(main, tables, digits=cfg.digits,
+                                         awaiting=awaiting_models(cfg.main_tag, True)),
         "efficiency table": efficiency_table(main, tables),
         "ablation table": ablation_table(abl, tables, digits=cfg.digits),
         "CPU ablation table": ablation_table(

@@ -58,6 +58,8 @@ def _extras(r: RunRecord) -> dict:
     row: dict = {"tag": run_tag(r.run_id, r.dataset, r.model), "created": r.created,
                  "teacher_kind": teacher_kind((r.teacher or {}).get("id")),
                  "input_len": r.protocol.get("input_len"), "horizon": r.protocol.get("horizon"),
+                 "mask_threshold": r.protocol.get("mask_threshold"),
+                 "null_value": r.protocol.get("null_value"),
                  "gpu": (r.hardware or {}).get("gpu", "")}
     channels = list(test.get("per_channel") or {})
     row["channels"] = ",".join(channels)
@@ -115,6 +117,7 @@ def dedupe(frame: pd.DataFrame, keys: tuple[str, ...], purpose: str) -> pd.DataF
     """Keep the newest record per ``keys`` (e.g. one per model and seed), saying how many went."""
     if frame.empty:
         return frame
+    keys = tuple(k for k in keys if k in frame.columns)
     out = frame.sort_values(["created", "run_id"]).drop_duplicates(list(keys), keep="last")
     dropped = len(frame) - len(out)
     if dropped:

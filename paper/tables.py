@@ -76,9 +76,61 @@ def _protocol_text(g: pd.DataFrame) -> str:
     return ""
 
 
-def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, str]]:
-    keys = g[["model", "teacher_kind"]].drop_duplicates().itertuples(index=False, name=None)
-    return sorted(keys, key=lambda k: (order(k[0]), k[1]))
+# What a table row never pools over: the model, its teacher, and where its runs come from.
+ROW_KEYS = ("model", "teacher_kind", "sweep", "machine")
+
+STOP_LABELS = {"early_stopping": "early stop", "max_epochs": "epoch limit",
+               "time_budget": "time cap", "closed_form": "closed form"}
+
+
+def _with_row_keys(g: pd.DataFrame) -> pd.DataFrame:
+    """``g`` with every :data:`ROW_KEYS` column present (records without one get "")."""
+    g = g.copy()
+    for k in ROW_KEYS:
+        g[k] = g[k].fillna("") if k in g.columns else ""
+    return g
+
+
+def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, ...]]:
+    keys = _with_row_keys(g)[list(ROW_KEYS)].drop_duplicates().itertuples(index=False, name=None)
+    return sorted(keys, key=lambda k: (order(k[0]),) + tuple(k[1:]))
+
+
+def _rows_of(g: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
+    g = _with_row_keys(g)
+    hit = pd.Series(True, index=g.index)
+    for k, v in zip(ROW_KEYS, key, strict=True):
+        hit &= g[k] == v
+    return g[hit]
+
+
+def stop_summary(rows: pd.DataFrame) -> str:
+    """How a row's runs ended, e.g. ``"early stop 2, time cap 1"``: a capped or unconverged
+    cell says so (``fit.stopped_by``; closed-form fits have no epochs)."""
+    if rows.empty:
+        return ""
+    reasons = []
+    for _, r in rows.iterrows():
+        epochs = r.get("epochs_run")
+        if epochs is not None and not pd.isna(epochs) and int(epochs) == 0:
+            reasons.append("closed_form")
+        else:
+            stop = r.get("stopped_by")
+            reasons.append("" if stop is None or pd.isna(stop) else str(stop))
+    counts = pd.Series(reasons).value_counts()
+    return ", ".join(f"{STOP_LABELS.get(k, k or 'unrecorded')} {n}"
+                     for k, n in counts.items())
+
+
+def _source_label(key: tuple[str, ...], g: pd.DataFrame) -> str:
+    """``" [sweep @ machine]"`` when ``g`` mixes sweeps or machine kinds, else ``""``."""
+    g = _with_row_keys(g)
+    if not key[2] and not key[3]:  # a row without records (awaiting) has no source
+        return ""
+    if g["sweep"].nunique() > 1 or g["machine"].nunique() > 1:
+        sweep, machine = key[2] or "ad hoc", key[3] or "?"
+        return f" [{sweep} @ {machine}]"
+    return ""
 
 
 def _ablation_order(model: str) -> int:
@@ -86,11 +138,14 @@ def _ablation_order(model: str) -> int:
     return list(ABLATION_MODELS).index(model)
 
 
-def _model_label(model: str, teacher: str, g: pd.DataFrame) -> str:
-    """The model name, plus its teacher when one model appears with several teachers."""
+def _model_label(key: tuple[str, ...], g: pd.DataFrame) -> str:
+    """The model name, plus its teacher when one model appears with several teachers, plus the
+    sweep and machine kind of its runs when the table mixes several."""
+    model, teacher = key[0], key[1]
+    label = model
     if g.loc[g["model"] == model, "teacher_kind"].nunique() > 1:
-        return f"{model} [{teacher or 'no teacher'}]"
-    return model
+        label = f"{model} [{teacher or 'no teacher'}]"
+    return label + _source_label(key, g)
 
 
 def _value_cells(agg_row: pd.Series | None, cols: list[str], digits: int) -> list[Cell]:
@@ -107,30 +162,51 @@ def _value_cells(agg_row: pd.Series | None, cols: list[str], digits: int) -> lis
 
 def _metric_section(g: pd.DataFrame, title: str | None, keys: list[str], channel: str | None,
                     metrics: tuple[str, ...], digits: int, labels,
-                    order=model_sort_key) -> Section:
-    """Rows (one per model and teacher) of ``metric@key`` means over seeds, plus a seed count."""
+                    order=model_sort_key, awaiting: dict[str, str] | None = None) -> Section:
+    """Rows (one per model, teacher, sweep and machine kind: never pooled) of ``metric@key``
+    means over seeds, a seed count and how the runs stopped; then one row per model in
+    ``awaiting`` (model -> the command that would run it) with no records, saying so."""
     cols = [metric_column(m, k, channel) for k in keys for m in metrics]
     present = tuple(c for c in cols if c in g.columns)
-    agg = aggregate(g, by=("model", "teacher_kind"), metrics=present)
+    gk = _with_row_keys(g)
+    agg = aggregate(gk, by=ROW_KEYS, metrics=present) if not gk.empty else gk
     sec = Section(title)
-    for model, teacher in _row_keys(g, order):
-        hit = agg[(agg["model"] == model) & (agg["teacher_kind"] == teacher)]
+    for key in _row_keys(gk, order):
+        hit = _rows_of(agg, key) if not agg.empty else agg
         row = hit.iloc[0] if len(hit) else None
-        cells = labels(model, teacher) + _value_cells(row, cols, digits)
+        cells = labels(key) + _value_cells(row, cols, digits)
         seeds = int(row["seeds"]) if row is not None else 0
-        sec.rows.append(cells + [Cell(text=str(seeds))])
-    n_labels = len(labels("", ""))
+        sec.rows.append(cells + [Cell(text=str(seeds)), Cell(text=stop_summary(_rows_of(gk, key))
+                                                              or "–")])
+    n_labels = len(labels(("",) * len(ROW_KEYS)))
     mark_best(sec, n_labels, list(range(len(cols))))
+    have = set(gk["model"]) if not gk.empty else set()
+    for model in sorted(set(awaiting or {}) - have, key=order):
+        sec.rows.append(labels((model,) + ("",) * (len(ROW_KEYS) - 1))
+                        + [Cell(digits=digits) for _ in cols]
+                        + [Cell(text="0"), Cell(text=f"awaits: {awaiting[model]}")])
     return sec
 
 
 def _metric_groups(keys: list[str], metrics: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     names = [METRIC_LABELS.get(m, m) for m in metrics]
-    return ([("Avg." if k == AVG else k, names) for k in keys] + [("", ["Seeds"])])
+    return ([("Avg." if k == AVG else k, names) for k in keys] + [("", ["Seeds", "Stopped"])])
+
+
+def _mask_text(g: pd.DataFrame) -> str:
+    """The caption's words for the protocol's target mask."""
+    if "mask_threshold" in g.columns and g["mask_threshold"].notna().any():
+        t = float(g["mask_threshold"].dropna().iloc[0])
+        return (f"targets <= {t:g} masked in loss and metrics (the FlowDistill release's "
+                "convention; records also hold the all-targets metrics)")
+    if "null_value" in g.columns and g["null_value"].notna().any():
+        return f"targets equal to {float(g['null_value'].dropna().iloc[0]):g} masked"
+    return "every target counts"
 
 
 def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] = METRICS,
-                   digits: int = 2, stem: str = "accuracy") -> list[Path]:
+                   digits: int = 2, stem: str = "accuracy",
+                   awaiting: dict[str, dict[str, str]] | None = None) -> list[Path]:
     """Per dataset: models x {MAE, RMSE, MAPE} at each reported horizon and averaged over horizons
     (mean of per-horizon errors), for all channels and then per channel (inflow/outflow)."""
     if frame.empty:
@@ -142,15 +218,19 @@ def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
         sections = []
         for ch in [None] + channels:
             title = ("all channels" if channels else None) if ch is None else ch
-            sections.append(_metric_section(g, title, keys, ch, metrics, digits,
-                                            lambda m, t, g=g: [Cell(text=_model_label(m, t, g))]))
-        proto = _protocol_text(g)
+            sections.append(_metric_section(
+                g, title, keys, ch, metrics, digits,
+                lambda k, g=g: [Cell(text=_model_label(k, g))],
+                awaiting=(awaiting or {}).get(dataset) if ch is None else None))
+        proto = ", ".join(t for t in (_protocol_text(g), _mask_text(g)) if t)
         tables.append(Table(
             caption=f"{dataset}{suffix}: test error, mean ± std over seeds"
                     + (f" ({proto})" if proto else ""),
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
             column_groups=_metric_groups(keys, metrics), sections=sections,
             note="@h: error at horizon step h; Avg.: mean of the per-step errors. "
+                 "Stopped: how the runs ended (a time cap or epoch limit means the cell may "
+                 "not be converged); awaits: no record yet, and the command that makes it. "
                  "Bold: lowest mean per column."))
     return write_tables(tables, out_dir, stem, "Forecasting accuracy")
 
@@ -169,11 +249,13 @@ def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
             gf = g[g["train_fraction"] == frac]
             sections.append(_metric_section(
                 gf, f"{frac:.0%} of the training data", keys, None, metrics, digits,
-                lambda m, t: [Cell(text=m), Cell(text=t or "–")], order=_ablation_order))
+                lambda k, g=gf: [Cell(text=k[0] + _source_label(k, g)),
+                                 Cell(text=k[1] or "–")], order=_ablation_order))
         variants = "; ".join(f"{m}: {d}" for m, d in ABLATION_MODELS.items()
                              if m in set(g["model"]))
         tables.append(Table(
-            caption=f"{dataset}{suffix}: ablation, test error, mean ± std over seeds",
+            caption=f"{dataset}{suffix}: ablation, test error, mean ± std over seeds ("
+                    f"{_mask_text(g)})",
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}",
             row_header=["Variant", "Teacher"], column_groups=_metric_groups(keys, metrics),
             sections=sections, note=variants + ". Bold: lowest mean per column."))
@@ -191,17 +273,19 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
         fracs = sorted(g["train_fraction"].unique())
         if len(fracs) < 2 or col not in g.columns:
             continue
-        agg = aggregate(g, by=("model", "teacher_kind", "train_fraction"), metrics=(col,))
+        g = _with_row_keys(g)
+        agg = aggregate(g, by=(*ROW_KEYS, "train_fraction"), metrics=(col,))
         sec = Section(None)
-        for model, teacher in _row_keys(g):
-            if g[(g.model == model) & (g.teacher_kind == teacher)]["train_fraction"].nunique() < 2:
+        for key in _row_keys(g):
+            mine = _rows_of(g, key)
+            if mine["train_fraction"].nunique() < 2:
                 continue
-            cells = [Cell(text=_model_label(model, teacher, g))]
+            cells = [Cell(text=_model_label(key, g))]
+            mine_agg = _rows_of(agg, key)
             for f in fracs:
-                hit = agg[(agg.model == model) & (agg.teacher_kind == teacher)
-                          & (agg.train_fraction == f)]
+                hit = mine_agg[mine_agg.train_fraction == f]
                 cells += _value_cells(hit.iloc[0] if len(hit) else None, [col], digits)
-            sec.rows.append(cells)
+            sec.rows.append(cells + [Cell(text=stop_summary(mine) or "–")])
         if not sec.rows:
             continue
         mark_best(sec, 1)
@@ -210,9 +294,10 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
         tables.append(Table(
             caption=f"{dataset}{suffix}: test {what} vs share of the training data",
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
-            column_groups=[("Training data", [f"{f:.0%}" for f in fracs])], sections=[sec],
-            note="Mean ± std over seeds; the most recent share of the training period. "
-                 "Bold: lowest mean per column."))
+            column_groups=[("Training data", [f"{f:.0%}" for f in fracs]), ("", ["Stopped"])],
+            sections=[sec],
+            note="Mean ± std over seeds; the most recent share of the training period; "
+                 f"{_mask_text(g)}. Stopped: how the runs ended. Bold: lowest mean per column."))
     if not tables:
         return _skip(stem, "no dataset has records at two or more training fractions")
     return write_tables(tables, out_dir, stem, "Error vs training data")

@@ -141,7 +141,7 @@ def test_accuracy_table_means_stds_and_bold_best(built):
     assert "**inflow**" in md and "**1.60 ± 0.14**" in md and "**2.60 ± 0.14**" in md
     assert "| Model | @3 MAE | @3 RMSE | @3 MAPE (%) |" in md
     lines = [ln for ln in md.splitlines() if ln.startswith("| flowdistill |")]
-    assert len(lines) == 3 and lines[0].endswith("| 2 |")  # seeds column
+    assert len(lines) == 3 and lines[0].endswith("| 2 | unrecorded 2 |")  # seeds, stop
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\cmidrule(lr){2-4}" in tex
     assert "\\textbf{2.10 $\\pm$ 0.14}" in tex and "3.50 $\\pm$ 0.71" in tex
     assert "toy\\_city" in tex and "MAPE (\\%)" in tex
@@ -276,3 +276,28 @@ def test_published_table_skips_without_records(tmp_path):
     from paper.published import published_table
 
     assert published_table(pd.DataFrame(), tmp_path) == []
+
+
+def test_tables_never_pool_sweeps_or_machines_and_name_missing_cells(paper, tmp_path):
+    """One model from two sweeps on two machine kinds gives two labelled rows, not one mean; a
+    row says how its runs stopped; a model the sweep expects but has no record says it awaits,
+    with the command."""
+    cpu = _record("stgcn", 3.0, 0, tag="baselines-cpu")
+    cpu.fit["stopped_by"] = "time_budget"
+    gpu = _record("stgcn", 5.0, 0, tag="main")
+    gpu.fit["stopped_by"] = "early_stopping"
+    gpu.hardware = {"device": "cuda", "gpu": "NVIDIA H200"}
+    frame = paper.frame.records_to_frame([cpu, gpu])
+    cmd = "flowdistill sweep paper/experiments/main.toml"
+    paper.tables.accuracy_table(frame, tmp_path, awaiting={"toy_city": {"gwnet": cmd}})
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| stgcn [baselines-cpu @ cpu] |" in md and "| stgcn [main @ NVIDIA H200] |" in md
+    assert "4.00" not in md  # the two rows were not averaged
+    assert "time cap 1" in md and "early stop 1" in md
+    assert "| gwnet |" in md and f"awaits: {cmd}" in md
+
+
+def test_awaiting_models_come_from_the_shipped_sweeps(paper):
+    awaiting = paper.build.awaiting_models("main", full_data=True)
+    assert "gwnet" in awaiting["nyc_taxi_manhattan"]
+    assert awaiting["nyc_taxi_manhattan"]["gwnet"].endswith("paper/experiments/main.toml")
