@@ -89,6 +89,7 @@ SCRIPT = """(function () {
     apply();
   }
   each(document.querySelectorAll('table.lb'), function (t) { sortable(t); filterable(t); });
+  document.body.setAttribute('data-ready', 'yes');
 })();
 """
 
