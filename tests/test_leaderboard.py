@@ -587,3 +587,18 @@ def test_near_duplicate_rules(board, tmp_path):
     assert store.find_duplicate(renamed, [legacy]) is None
     moved = {**entry, "predictions_sha256": "1" * 64, "board": "elsewhere"}
     assert store.find_duplicate(moved, [entry]) is None  # another protocol: not compared
+
+
+def test_bare_urls_in_text_stay_text_and_authors_are_shown(board):
+    from benchmark.leaderboard.render import entry_row
+    from benchmark.leaderboard.site import item_path, render_site
+
+    root, _ = board
+    (entry,) = load_entries(root)
+    meta = {**entry["metadata"], "description": "code at https://evil.example/x and www.x.org",
+            "authors": "A. Person <a@example.org>", "code_url": "javascript:alert(1)"}
+    row = entry_row({**entry, "metadata": meta})
+    page = render_site([row], 1, 0)[item_path(row)]
+    assert "code at https://evil.example/x and www.x.org" in page
+    assert "A. Person &lt;a@example.org&gt;" in page
+    assert 'href="https://evil' not in page and "javascript:" not in page

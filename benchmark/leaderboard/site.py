@@ -584,7 +584,8 @@ def item_page(r: Row, colours: dict[str, str]) -> str:
     entry = r.entry or {}
     facts = [("board", board_link), ("source", _esc(_source_text(r))),
              ("recipe", _esc(r.recipe)), ("training data", _esc(_frac(r.train_fraction))),
-             ("seeds", _esc(r.seeds or "")), ("machine kind", _esc(r.machine)),
+             ("seeds", _esc(r.seeds or "")),
+             ("machine kind", _esc(r.machine) if r.source == "suite" else ""),
              ("hardware", _esc(r.hardware)), ("converged", _converged_cell(r)),
              ("parameters", _esc(_fmt(r.params, 0)) + (" (claimed)" if r.params_claimed else "")),
              ("latency", _esc(_fmt(r.latency_ms) + " ms" if r.latency_ms is not None else "")
