@@ -229,8 +229,8 @@ def page(title: str, body: list[str], depth: int, script: bool = False,
            '<meta name="referrer" content="no-referrer">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_esc(title)}</title>", f"<style>\n{CSS}</style>", "</head>", "<body>",
-           f'<nav class="crumbs"><a href="{up}index.html">FlowDistill-Bench leaderboard</a>'
-           f"{' › ' + crumbs if crumbs else ''}</nav>", *body]
+           *([f'<nav class="crumbs"><a href="{up}index.html">FlowDistill-Bench leaderboard</a>'
+              f"{' › ' + crumbs if crumbs else ''}</nav>"] if depth else []), *body]
     if script:
         out.append(f"<script>{SCRIPT}</script>")
     out.append("</body></html>")
@@ -692,7 +692,40 @@ def index_page(boards: dict[tuple[str, str], list[Row]], n_entries: int,
                 f'<td class="num" data-v="{_esc(_num_attr(mae))}">{_esc(_fmt(mae))}</td>'
                 f'<td class="wrap muted">{_esc(protocol_line(rows))}</td></tr>')
         body.append("</tbody></table></div>")
+    for (dataset, board), rows in boards.items():
+        body.append(_preview(dataset, board, rows))
     return page("FlowDistill-Bench leaderboard", body, depth=0, script=bool(boards))
+
+
+PREVIEW_ROWS = 5
+
+
+def _preview(dataset: str, board: str, rows: list[Row]) -> str:
+    """A board's best rows on the index (no filters; the board's page has them all)."""
+    href = board_path(dataset, board)
+    out = [f'<h2><a href="{href}">{_esc(dataset)}</a> <span class="muted">· protocol '
+           f"<code>{_esc(board)}</code></span></h2>",
+           '<div class="scroll"><table class="preview"><tr>' + "".join(
+               f"<th>{h}</th>" for h in ("#", "model", "source", "train data", "MAE", "RMSE",
+                                         "latency ms", "machine", "converged")) + "</tr>"]
+    for rank, r in enumerate(ranked(rows)[:PREVIEW_ROWS], 1):
+        m = r.metrics
+        out.append(
+            f'<tr class="{_esc(r.source)}"><td class="num">{rank}</td>'
+            f'<td><a href="{item_path(r)}">{_esc(r.model)}</a></td>'
+            f"<td>{_esc(_source_text(r))}</td>"
+            f'<td class="num">{_frac(r.train_fraction)}</td>'
+            f'<td class="num">{_esc(_fmt(m.get("mae")))}</td>'
+            f'<td class="num">{_esc(_fmt(m.get("rmse")))}</td>'
+            f'<td class="num">{_esc(_fmt(r.latency_ms))}'
+            f'{"*" if r.latency_claimed and r.latency_ms is not None else ""}</td>'
+            f'<td title="{_esc(r.machine)}">{_esc(_short(r.machine, 20))}</td>'
+            f"<td>{_converged_cell(r)}</td></tr>")
+    more = len(rows) - PREVIEW_ROWS
+    out.append("</table></div>" + (f'<p class="note"><a href="{href}">all {len(rows)} rows, '
+                                   "filters and charts</a></p>" if more > 0 else
+                                   f'<p class="note"><a href="{href}">filters and charts</a></p>'))
+    return "\n".join(out)
 
 
 def render_site(rows: list[Row], n_entries: int, n_records: int) -> dict[str, str]:
