@@ -9,6 +9,8 @@
   ``foundation``, ``baselines`` and ``student`` (every record when none carries those tags),
   full training data;
 * training-fraction table and figure: sweeps ``fraction`` and ``student`` (else every record);
+* students vs graph baselines (the headline claim): every record; students at two or more
+  fractions, graph baselines at 100 %;
 * ablation table: sweeps ``ablation`` and ``student`` (else every record), flowdistill and its
   variants; ``ablation_cpu``: the CPU sweeps ``student-cpu`` and ``student-llm``;
 * scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``;
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import fraction_figure, horizon_figure, scaling_figure, series_figure
+from .figures import fraction_figure, headline_figure, horizon_figure, scaling_figure, series_figure
 from .frame import dedupe, load_frame, select_tag
 from .published import published_table
 from .scaling import load_scaling, scaling_table
@@ -136,6 +138,8 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
         "published vs ours": published_table(runs, tables, digits=cfg.digits),
         "error vs training fraction": fraction_figure(frac, figures),
         "error per horizon": horizon_figure(main, figures),
+        "students vs graph baselines": headline_figure(
+            runs if runs.empty else dedupe(runs, RUN_KEYS, "headline"), figures),
         "latency and memory vs N": scaling_figure(rows, figures),
         "predicted vs true series": series_figure(main, figures, cfg.runs),
     }

@@ -24,7 +24,7 @@ from benchmark.records import aggregate
 
 from .frame import AVG, METRIC_LABELS, MODEL_ORDER, metric_column, model_sort_key
 from .predictions import load_predictions, predictions_path
-from .tables import dataset_groups
+from .tables import _mask_text, _protocol_text, dataset_groups
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 9,
          "legend.fontsize": 7, "axes.grid": True, "grid.alpha": 0.3, "pdf.fonttype": 42,
@@ -32,13 +32,87 @@ STYLE = {"figure.dpi": 100, "savefig.dpi": 200, "font.size": 9, "axes.titlesize"
 METHOD = "flowdistill"
 
 
-def model_style(model: str) -> dict:
-    """A colour per model, stable across figures; the method itself is black and thicker."""
-    if model == METHOD:
-        return {"color": "black", "lw": 2.2, "zorder": 5}
-    cmap = matplotlib.colormaps["tab20"]  # dark shades first, then the light ones
-    idx = (MODEL_ORDER.index(model) if model in MODEL_ORDER else zlib.crc32(model.encode())) % 20
-    return {"color": cmap(2 * idx % 20 + idx // 10), "lw": 1.4, "zorder": 3}
+# The student and its variants: one family, told apart by line style and marker (the same in
+# every figure); the method itself is black and thicker, its plain-MLP base grey.
+STUDENT_STYLES = {
+    "flowdistill": {"color": "black", "ls": "-", "marker": "o", "lw": 2.2},
+    "flowdistill-kd": {"color": "#D55E00", "ls": "--", "marker": "s", "lw": 1.8},
+    "flowdistill-noteacher": {"color": "#0072B2", "ls": ":", "marker": "^", "lw": 1.8},
+    "flowdistill-noib": {"color": "#009E73", "ls": "-.", "marker": "D", "lw": 1.6},
+    "flowdistill-notb": {"color": "#CC79A7", "ls": (0, (5, 1.5)), "marker": "v", "lw": 1.6},
+    "mlp": {"color": "#7F7F7F", "ls": (0, (1, 1.5)), "marker": "x", "lw": 1.4},
+}
+# Every other model: a colour of its own (no two alike, none the students' colours), solid.
+BASELINE_COLOURS = ("#1F77B4", "#E6A000", "#8C564B", "#9467BD", "#2CA02C", "#D62728",
+                    "#17BECF", "#BCBD22", "#393B79", "#8C6D31", "#843C39", "#7B4173",
+                    "#637939", "#E377C2", "#5254A3", "#AD494A")
+BASELINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+TEACHER_LINESTYLES = ("-", "--", ":", "-.")  # a model drawn once per teacher kind
+
+
+def model_style(model: str, variant: int = 0) -> dict:
+    """Colour, line style, marker and width of ``model``, the same in every figure. The
+    ``variant``-th series of one model (another teacher kind) keeps its colour and changes its
+    line style and marker, so no two series look alike."""
+    if model in STUDENT_STYLES:
+        st = dict(STUDENT_STYLES[model])
+        zorder = 5
+    else:
+        baselines = [m for m in MODEL_ORDER if m not in STUDENT_STYLES]
+        idx = baselines.index(model) if model in baselines else \
+            len(baselines) + zlib.crc32(model.encode())
+        st = {"color": BASELINE_COLOURS[idx % len(BASELINE_COLOURS)], "ls": "-",
+              "marker": BASELINE_MARKERS[idx % len(BASELINE_MARKERS)], "lw": 1.4}
+        zorder = 3
+    if variant:
+        st["ls"] = TEACHER_LINESTYLES[variant % len(TEACHER_LINESTYLES)]
+        st["marker"] = BASELINE_MARKERS[(variant + 3) % len(BASELINE_MARKERS)]
+    return {**st, "zorder": zorder}
+
+
+def _line_kw(style: dict) -> dict:
+    """``model_style`` as keyword arguments of ``Axes.plot`` (``ls`` -> ``linestyle``)."""
+    st = dict(style)
+    return {"color": st.pop("color"), "linestyle": st.pop("ls", "-"),
+            "marker": st.pop("marker", "o"), "lw": st.pop("lw", 1.4), **st}
+
+
+def _outside_legend(fig: Figure, axes: list, ncol: int = 1, extra: tuple = ()) -> None:
+    """One legend for the whole figure, to the right of the panels (never over the data);
+    series drawn in several panels appear once; ``extra`` handles go last."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, h)
+    for h in extra:
+        seen.setdefault(h.get_label(), h)
+    if seen:
+        fits = max(6, int(fig.get_figheight() * 72 / (STYLE["legend.fontsize"] * 1.9)))
+        ncol = max(ncol, math.ceil(len(seen) / fits))
+        fig.legend(list(seen.values()), list(seen), loc="upper left", ncol=ncol,
+                   bbox_to_anchor=(1.0, 0.98), frameon=False)
+
+
+def _caption(fig: Figure, text: str) -> None:
+    """A caption under the panels (wrapped to the figure's width)."""
+    fig.text(0.0, -0.04, text, ha="left", va="top", wrap=True, fontsize=7.5)
+
+
+def _protocol_caption(panels: list[tuple[str, pd.DataFrame]]) -> str:
+    """The panels' protocol (input and output steps, target mask), per panel when they differ."""
+    texts = [(title, ", ".join(t for t in (_protocol_text(g), _mask_text(g)) if t))
+             for title, g in panels]
+    if len({t for _, t in texts}) == 1:
+        return texts[0][1]
+    return "; ".join(f"{title}: {t}" for title, t in texts if t)
+
+
+def _seeds_text(g: pd.DataFrame) -> str:
+    n = g.groupby(["model", "train_fraction"])["seed"].nunique() if "seed" in g else None
+    if n is None or n.empty:
+        return ""
+    lo, hi = int(n.min()), int(n.max())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -77,86 +151,215 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2):
     return fig, flat[:n]
 
 
-def _series_label(model: str, teacher: str, g: pd.DataFrame) -> str:
-    if g.loc[g["model"] == model, "teacher_kind"].nunique() > 1:
-        return f"{model} [{teacher or 'no teacher'}]"
-    return model
+SERIES_KEYS = ("model", "teacher_kind", "sweep", "machine")  # a line never pools these
+
+
+def _series_frame(g: pd.DataFrame) -> pd.DataFrame:
+    g = g.copy()
+    for k in SERIES_KEYS:
+        g[k] = g[k].fillna("").astype(str) if k in g.columns else ""
+    return g
+
+
+def _short_machine(machine: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"H100"``; ``"cpu"`` stays."""
+    words = machine.replace("NVIDIA ", "").replace("GeForce ", "").split()
+    return words[0] if words else "?"
+
+
+def _series_label(key: tuple[str, ...], g: pd.DataFrame) -> str:
+    """The model, plus its teacher, sweep or machine where the panel has several of them."""
+    model, teacher, sweep, machine = key
+    mine = g[g["model"] == model]
+    extra = []
+    if mine["teacher_kind"].nunique() > 1:
+        extra.append(teacher or "no teacher")
+    if g["sweep"].nunique() > 1 and mine["sweep"].nunique() > 1:
+        extra.append(sweep or "ad hoc")
+    if g["machine"].nunique() > 1:
+        extra.append(_short_machine(machine))
+    return f"{model} [{', '.join(extra)}]" if extra else model
 
 
 def _band(ax, x, mean, std, style: dict, label: str) -> None:
-    ax.plot(x, mean, marker="o", ms=3, label=label, **style)
+    """A line with markers and a shaded band of mean ± one standard deviation over seeds."""
+    ax.plot(x, mean, ms=3.5, label=label, **_line_kw(style))
     std = np.asarray(std, dtype=float)
     if np.isfinite(std).any():
         s = np.nan_to_num(std)
         ax.fill_between(x, mean - s, mean + s, color=style["color"], alpha=0.15, lw=0)
 
 
+def _series_keys(g: pd.DataFrame) -> list[tuple[tuple[str, ...], int]]:
+    """``(key, variant)`` per line (key: :data:`SERIES_KEYS`) in model order; ``variant``
+    numbers the lines of one model (other teacher, sweep or machine)."""
+    keys = sorted(g[list(SERIES_KEYS)].drop_duplicates().itertuples(index=False, name=None),
+                  key=lambda k: (model_sort_key(k[0]), k[1:]))
+    out, seen = [], {}
+    for key in keys:
+        seen[key[0]] = seen.get(key[0], -1) + 1
+        out.append((key, seen[key[0]]))
+    return out
+
+
+def _figure_series(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
+    """All panels' rows together and each line's variant, so one line looks and is named the
+    same in every panel."""
+    everything = pd.concat(frames)
+    return everything, dict(_series_keys(everything))
+
+
+def _rows_of(g: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
+    hit = pd.Series(True, index=g.index)
+    for k, v in zip(SERIES_KEYS, key, strict=True):
+        hit &= g[k] == v
+    return g[hit]
+
+
+BAND_TEXT = "Shaded band: mean ± 1 standard deviation over seeds"
+
+
 def fraction_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key: str = AVG,
                     stem: str = "fraction_vs_error") -> list[Path]:
-    """Test error vs share of the training data: a line per model, mean ± std band over seeds,
-    a panel per dataset with at least two training fractions."""
+    """Test error vs share of the training data: a line per model (and teacher, sweep, machine
+    kind: never pooled), mean ± std band over seeds, a panel per dataset with at least two
+    training fractions; one legend outside the panels, a caption naming the protocol."""
     col = metric_column(metric, key)
     panels = []
     if not frame.empty and col in frame:
         for dataset, _, g, suffix in dataset_groups(frame):
             if g["train_fraction"].nunique() >= 2:
-                panels.append((dataset + suffix, g))
+                panels.append((dataset + suffix, _series_frame(g)))
     if not panels:
         print(f"skip {stem}: no dataset has records at two or more training fractions")
         return []
+    what = "mean over horizons" if key == AVG else key
+    everything, variants = _figure_series([g for _, g in panels])
     with matplotlib.rc_context(STYLE):
         fig, axes = _grid(len(panels))
         for ax, (title, g) in zip(axes, panels, strict=True):
-            agg = aggregate(g, by=("model", "teacher_kind", "train_fraction"), metrics=(col,))
-            keys = sorted(agg[["model", "teacher_kind"]].drop_duplicates()
-                          .itertuples(index=False, name=None),
-                          key=lambda k: (model_sort_key(k[0]), k[1]))
-            for model, teacher in keys:
-                a = agg[(agg.model == model) & (agg.teacher_kind == teacher)]
+            for skey, _ in _series_keys(g):
+                a = aggregate(_rows_of(g, skey), by=("train_fraction",), metrics=(col,))
                 a = a.sort_values("train_fraction")
                 if len(a) < 2:
                     continue
                 _band(ax, 100 * a["train_fraction"].to_numpy(), a[f"{col}_mean"].to_numpy(),
-                      a[f"{col}_std"].to_numpy(), model_style(model),
-                      _series_label(model, teacher, g))
+                      a[f"{col}_std"].to_numpy(), model_style(skey[0], variants[skey]),
+                      _series_label(skey, everything))
             ax.set_title(title)
             ax.set_xlabel("training data (%)")
-            what = "mean over horizons" if key == AVG else key
             ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} ({what})")
-            ax.legend()
+        _outside_legend(fig, axes)
+        _caption(fig, f"Test {METRIC_LABELS.get(metric, metric)} ({what}) against the share of "
+                      f"the training period each model saw. Protocol: "
+                      f"{_protocol_caption(panels)}. {BAND_TEXT} "
+                      f"({_seeds_text(everything)} per point).")
         return save_figure(fig, out_dir, stem)
 
 
 def horizon_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae",
                    stem: str = "error_per_horizon") -> list[Path]:
-    """Test error at each horizon step: a line per model, mean ± std band over seeds."""
+    """Test error at each horizon step: a line per model (and teacher, sweep, machine kind),
+    mean ± std band over seeds; one legend outside the panels, a caption naming the protocol."""
     col = f"per_horizon_{metric}"
     panels = []
     if not frame.empty and col in frame:
         for dataset, _, g, suffix in dataset_groups(frame):
             g = g[g[col].apply(lambda v: isinstance(v, list) and len(v) > 0)]
             if not g.empty:
-                panels.append((dataset + suffix, g))
+                panels.append((dataset + suffix, _series_frame(g)))
     if not panels:
         print(f"skip {stem}: no records with per-horizon metrics")
         return []
+    everything, variants = _figure_series([g for _, g in panels])
     with matplotlib.rc_context(STYLE):
         fig, axes = _grid(len(panels))
         for ax, (title, g) in zip(axes, panels, strict=True):
-            keys = sorted(g[["model", "teacher_kind"]].drop_duplicates()
-                          .itertuples(index=False, name=None),
-                          key=lambda k: (model_sort_key(k[0]), k[1]))
-            for model, teacher in keys:
-                arrs = g[(g.model == model) & (g.teacher_kind == teacher)][col].tolist()
+            for skey, _ in _series_keys(g):
+                arrs = _rows_of(g, skey)[col].tolist()
                 length = min(len(a) for a in arrs)
                 stack = np.array([a[:length] for a in arrs], dtype=float)
                 std = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.full(length, np.nan)
-                _band(ax, np.arange(1, length + 1), stack.mean(axis=0), std, model_style(model),
-                      _series_label(model, teacher, g))
+                _band(ax, np.arange(1, length + 1), stack.mean(axis=0), std,
+                      model_style(skey[0], variants[skey]), _series_label(skey, everything))
             ax.set_title(title)
             ax.set_xlabel("horizon step")
             ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)}")
-            ax.legend()
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _outside_legend(fig, axes)
+        _caption(fig, f"Test {METRIC_LABELS.get(metric, metric)} at each step ahead. Protocol: "
+                      f"{_protocol_caption(panels)}. {BAND_TEXT} ({_seeds_text(everything)}).")
+        return save_figure(fig, out_dir, stem)
+
+
+GRAPH_BASELINES = ("dcrnn", "stgcn", "stgcn-gcn", "astgcn", "tgcn", "gwnet", "stsgcn", "agcrn",
+                   "mtgnn", "stwa")
+
+
+def headline_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key: str = AVG,
+                    stem: str = "headline_student_vs_graph") -> list[Path]:
+    """The paper's claim in one picture: the student and its variants trained on 10..100 % of
+    the training period (lines, mean ± std over seeds) against graph baselines trained on all of
+    it (horizontal lines with their own band). A panel per dataset that has a student at two or
+    more fractions and at least one graph baseline at 100 %; skipped (with a note) otherwise."""
+    col = metric_column(metric, key)
+    panels = []
+    if not frame.empty and col in frame:
+        for dataset, _, g, suffix in dataset_groups(frame):
+            g = _series_frame(g)
+            students = g[g["model"].isin(STUDENT_STYLES)]
+            graphs = g[g["model"].isin(GRAPH_BASELINES) & (g["train_fraction"] == 1.0)]
+            if students["train_fraction"].nunique() >= 2 and not graphs.empty:
+                panels.append((dataset + suffix, students, graphs))
+    if not panels:
+        print(f"skip {stem}: no dataset has a student at two or more training fractions and a "
+              "graph baseline at 100 % (run the student and baselines sweeps)")
+        return []
+    what = "mean over horizons" if key == AVG else key
+    everything, variants = _figure_series([pd.concat([p[1], p[2]]) for p in panels])
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _grid(len(panels), width=5.0, height=3.6)
+        for ax, (title, students, graphs) in zip(axes, panels, strict=True):
+            lo = 100 * students["train_fraction"].min()
+            top = -math.inf
+            for skey, _ in _series_keys(students):
+                a = aggregate(_rows_of(students, skey), by=("train_fraction",), metrics=(col,))
+                a = a.sort_values("train_fraction")
+                if len(a) >= 2:
+                    mean, std = a[f"{col}_mean"].to_numpy(), a[f"{col}_std"].to_numpy()
+                    _band(ax, 100 * a["train_fraction"].to_numpy(), mean, std,
+                          model_style(skey[0], variants[skey]), _series_label(skey, everything))
+                    top = max(top, float(np.nanmax(mean + np.nan_to_num(std))))
+            # the y axis shows the students and every baseline up to 1.5x their worst error;
+            # baselines above that are named in the legend with their error
+            limit = 1.5 * top if math.isfinite(top) else math.inf
+            for skey, _ in _series_keys(graphs):
+                vals = _rows_of(graphs, skey)[col].dropna().to_numpy(dtype=float)
+                if not len(vals):
+                    continue
+                st = model_style(skey[0], variants[skey])
+                mean = float(vals.mean())
+                std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                label = _series_label(skey, everything) + " (100 %)"
+                if mean > limit:
+                    ax.plot([], [], color=st["color"], ls=(0, (4, 2)), lw=1.3,
+                            label=f"{label}: {mean:.2f}, off scale")
+                    continue
+                dash = (0, (4, 2)) if variants[skey] == 0 else (0, (1, 1.5))
+                ax.hlines(mean, lo, 100, colors=st["color"], linestyles=[dash], lw=1.3,
+                          label=label, zorder=2)
+                if std > 0:
+                    ax.fill_between([lo, 100], mean - std, mean + std, color=st["color"],
+                                    alpha=0.10, lw=0)
+            ax.set_title(title)
+            ax.set_xlabel("student's training data (%)")
+            ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} ({what})")
+        _outside_legend(fig, axes)
+        _caption(fig, f"Students (lines with markers) trained on a share of the training period "
+                      f"against graph baselines trained on all of it (dashed horizontal lines). "
+                      f"Test {METRIC_LABELS.get(metric, metric)} ({what}). Protocol: "
+                      f"{_protocol_caption([(p[0], p[1]) for p in panels])}. {BAND_TEXT} "
+                      f"({_seeds_text(everything)}).")
         return save_figure(fig, out_dir, stem)
 
 
@@ -179,17 +382,17 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
             for i, (model, device) in enumerate(series):
                 s = rows[(rows.model == model) & (rows.device == device)].sort_values("num_nodes")
                 style = model_style(model)
-                ls = ("-", "--", ":", "-.")[i % 4] if several_devices else "-"
+                ls = ("-", "--", ":", "-.")[i % 4] if several_devices else style["ls"]
                 label = f"{model} ({device})" if several_devices else model
                 ok = s[(s.status == "ok") & (s[col] > 0)]
                 x, y = ok["num_nodes"].to_numpy(), ok[col].to_numpy(dtype=float)
                 if col == "latency_ms_median" and "latency_ms_p95" in ok:
                     up = np.clip(ok["latency_ms_p95"].to_numpy(dtype=float) - y, 0, None)
-                    ax.errorbar(x, y, yerr=[np.zeros_like(y), np.nan_to_num(up)], marker="o",
-                                ms=3, capsize=2, ls=ls, label=label, color=style["color"],
-                                lw=style["lw"], zorder=style["zorder"])
+                    ax.errorbar(x, y, yerr=[np.zeros_like(y), np.nan_to_num(up)],
+                                marker=style["marker"], ms=3.5, capsize=2, ls=ls, label=label,
+                                color=style["color"], lw=style["lw"], zorder=style["zorder"])
                 else:
-                    ax.plot(x, y, marker="o", ms=3, ls=ls, label=label, **style)
+                    ax.plot(x, y, ms=3.5, label=label, **_line_kw(style | {"ls": ls}))
                 for status, marker, yy in (("oom", "x", 0.98), ("error", "d", 0.92)):
                     bad = s[s.status == status]["num_nodes"].to_numpy()
                     if len(bad):
@@ -202,13 +405,14 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
             _plain_log_labels(ax.yaxis, *ax.get_ylim())
             ax.set_xlabel("number of nodes N")
             ax.set_ylabel(ylabel)
-            handles, _ = ax.get_legend_handles_labels()
-            if (rows.status == "oom").any():
-                handles.append(Line2D([], [], marker="x", ls="", color="grey",
-                                      label="out of memory"))
-            if (rows.status == "error").any():
-                handles.append(Line2D([], [], marker="d", ls="", color="grey", label="failed"))
-            ax.legend(handles=handles)
+        extra = []
+        if (rows.status == "oom").any():
+            extra.append(Line2D([], [], marker="x", ls="", color="grey", label="out of memory"))
+        if (rows.status == "error").any():
+            extra.append(Line2D([], [], marker="d", ls="", color="grey", label="failed"))
+        _outside_legend(fig, axes, extra=tuple(extra))
+        _caption(fig, "Inference cost on synthetic graphs of N nodes (one forward pass; "
+                      "markers at the top edge: runs that ran out of memory or failed).")
         return save_figure(fig, out_dir, stem)
 
 
@@ -265,12 +469,12 @@ def series_figure(frame: pd.DataFrame, out_dir: Path, runs_dir: Path, zones: int
             for ax, node in zip(axes[:, 0], busiest, strict=True):
                 ax.plot(t, true[:, node, 0], color="grey", lw=1.0, label="observed")
                 for r, pred in zip(picked, pred_series, strict=True):
-                    style = model_style(r["model"]) | {"lw": 1.0}
-                    ax.plot(t, pred[:, node, 0], label=r["model"], **style)
+                    style = model_style(r["model"]) | {"lw": 1.0, "marker": ""}
+                    ax.plot(t, pred[:, node, 0], label=r["model"], **_line_kw(style))
                 ax.set_ylabel(f"node {int(node)}")
             axes[0, 0].set_title(f"{dataset}{suffix}: {h + 1}-step-ahead test predictions, "
                                  "channel 0")
-            axes[0, 0].legend(ncol=len(picked) + 1)
+            _outside_legend(fig, list(axes[:, 0]))
             axes[-1, 0].set_xlabel("time step")
             axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
             name = (f"{stem}_{dataset}" + (f"_{phash[:8]}" if "[protocol" in suffix else "")

@@ -216,19 +216,86 @@ def test_failed_write_rolls_back(board, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- rendering
+def _site(root: Path) -> dict[str, str]:
+    """Every HTML page of the rendered site (relative path -> text)."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.html"))}
+
+
 def test_script_in_metadata_is_accepted_and_escaped(board):
     root, records = board
     entry, path = submit(CORPUS / "script_in_metadata.json", root, records)
     assert path.parent.parent.name == "synthetic" and path.name.startswith("xss-test-")
-    page = (root / "index.html").read_text()
-    assert page.count("<script") == 1  # only the page's own sorting script
-    assert "<img" not in page
-    assert "&lt;script&gt;alert(&quot;hardware&quot;)&lt;/script&gt;" in page
-    assert 'href="https://example.org/p?a=&quot;&gt;&lt;script&gt;alert(3)' in page
-    assert "Content-Security-Policy" in page
+    pages = _site(root)
+    assert {"index.html", f"pages/entry-{entry['entry_id']}.html"} <= set(pages)
+    for name, page in pages.items():
+        scripts = page.count("<script")
+        assert scripts == (0 if name.startswith("pages/") else 1), name  # only the site's own
+        assert "<img" not in page
+        assert "Content-Security-Policy" in page
+        assert "<script>alert" not in page
+    board_page = next(v for k, v in pages.items() if k.startswith("boards/"))
+    assert "&lt;script&gt;alert(&quot;hardware&quot;)&lt;/script&gt;" in board_page
+    entry_page = pages[f"pages/entry-{entry['entry_id']}.html"]
+    assert 'href="https://example.org/p?a=&quot;&gt;&lt;script&gt;alert(3)' in entry_page
+    # the description is shown, as text (a javascript: link in it stays text)
+    assert "&lt;img src=x onerror=alert(1)&gt; | `code` *bold* [x](javascript:alert(4))" \
+        in entry_page
+    assert 'href="javascript' not in entry_page
     md = (root / "README.md").read_text()
     assert "<script" not in md and "<img" not in md
     assert "&lt;script&gt;" in md
+
+
+def test_site_pages_and_stale_pages_removed(board, tmp_path):
+    """Index, one board page, a page per row; every link between them resolves."""
+    root, records = board
+    pages = _site(root)
+    boards = [k for k in pages if k.startswith("boards/")]
+    items = [k for k in pages if k.startswith("pages/")]
+    assert len(boards) == 1 and len(items) == 2  # the submission + the suite model (2 seeds)
+    for name, page in pages.items():
+        for href in re.findall(r'href="([^"#]+\.html)"', page):
+            assert (root / name).parent.joinpath(href).resolve().is_file(), (name, href)
+    suite = next(v for k, v in pages.items() if k.startswith("pages/suite-"))
+    assert "suite-a-s0" in suite and "suite-a-s1" in suite and "4.000" in suite
+    # a page whose row is gone is removed on the next render
+    (records / "suite-a-s0.json").unlink()
+    (records / "suite-a-s1.json").unlink()
+    render(root, records)
+    assert not any(k.startswith("pages/suite-") for k in _site(root))
+
+
+def test_suite_rows_never_pool_sweeps_recipes_or_machines(tmp_path):
+    from benchmark.leaderboard.render import record_rows
+
+    base = fake_record("r0", "m", 1.0)
+    recs = [base,
+            RunRecord.from_dict({**base.to_dict(), "run_id": "r1", "seed": 1, "sweep": "b"}),
+            RunRecord.from_dict({**base.to_dict(), "run_id": "r2", "seed": 2,
+                                 "recipe": {"name": "common"}}),
+            RunRecord.from_dict({**base.to_dict(), "run_id": "r3", "seed": 3,
+                                 "hardware": {"device": "cuda", "gpu": "H200"}}),
+            RunRecord.from_dict({**base.to_dict(), "run_id": "r4", "seed": 4})]
+    rows = record_rows(recs)
+    assert sorted(r.ident for r in rows) == ["r0, r4", "r1", "r2", "r3"]
+    assert {r.machine for r in rows} == {"cpu", "H200"}
+
+
+@pytest.mark.parametrize("fits, text, converged", [
+    ([{"stopped_by": "early_stopping", "epochs_run": 9}], "converged", True),
+    ([{"stopped_by": "max_epochs", "epochs_run": 0}], "converged", True),  # closed form
+    ([{"stopped_by": "time_budget", "epochs_run": 3}], "capped", False),
+    ([{"stopped_by": "max_epochs", "epochs_run": 50}], "epoch limit", False),
+    ([{"stopped_by": "early_stopping", "epochs_run": 9},
+      {"stopped_by": "time_budget", "epochs_run": 3}], "early stop 1, capped 1", False),
+    ([{}], "not recorded", None),
+])
+def test_converged_labels(fits, text, converged):
+    from benchmark.leaderboard.render import stop_summary
+
+    recs = [RunRecord.from_dict({**fake_record(f"r{i}", "m", 1.0).to_dict(), "fit": f})
+            for i, f in enumerate(fits)]
+    assert stop_summary(recs) == (text, converged)
 
 
 def test_render_includes_suite_models_and_is_deterministic(board, tmp_path):
@@ -245,9 +312,9 @@ def test_render_includes_suite_models_and_is_deterministic(board, tmp_path):
     assert "0.500 (b=1)" in cells
     assert any("| 50% |" in r for r in rows)
     assert "offset-one" in md and "1.000" in md
-    html_before = (root / "index.html").read_bytes()
+    html_before = _site(root)
     render(root, records)
-    assert (root / "index.html").read_bytes() == html_before
+    assert _site(root) == html_before
     # sorted by MAE: the submission (MAE 1) ranks first
     first = next(line for line in md.splitlines() if line.startswith("| 1 |"))
     assert "offset-one" in first
@@ -333,6 +400,12 @@ def test_cli_validate_submit_render(tmp_path, capsys):
     assert "nan.npz: predictions: 1 non-finite values" in capsys.readouterr().err
     assert main(["leaderboard", "render", "--root", str(root), "--records", str(records)]) == 0
     assert (root / "index.html").is_file()
+    # the new entry has its page, showing its recomputed metrics (MAE 1, not the claimed 0)
+    (entry,) = load_entries(root)
+    page = (root / "pages" / f"entry-{entry['entry_id']}.html").read_text()
+    assert "offset-one" in page and '<td class="num">1.000</td>' in page
+    assert f"pages/entry-{entry['entry_id']}.html" in \
+        next((root / "boards").glob("*.html")).read_text()
 
 
 # ----------------------------------------------------------------------------- predict
@@ -514,3 +587,18 @@ def test_near_duplicate_rules(board, tmp_path):
     assert store.find_duplicate(renamed, [legacy]) is None
     moved = {**entry, "predictions_sha256": "1" * 64, "board": "elsewhere"}
     assert store.find_duplicate(moved, [entry]) is None  # another protocol: not compared
+
+
+def test_bare_urls_in_text_stay_text_and_authors_are_shown(board):
+    from benchmark.leaderboard.render import entry_row
+    from benchmark.leaderboard.site import item_path, render_site
+
+    root, _ = board
+    (entry,) = load_entries(root)
+    meta = {**entry["metadata"], "description": "code at https://evil.example/x and www.x.org",
+            "authors": "A. Person <a@example.org>", "code_url": "javascript:alert(1)"}
+    row = entry_row({**entry, "metadata": meta})
+    page = render_site([row], 1, 0)[item_path(row)]
+    assert "code at https://evil.example/x and www.x.org" in page
+    assert "A. Person &lt;a@example.org&gt;" in page
+    assert 'href="https://evil' not in page and "javascript:" not in page

@@ -301,3 +301,54 @@ def test_awaiting_models_come_from_the_shipped_sweeps(paper):
     awaiting = paper.build.awaiting_models("main", full_data=True)
     assert "gwnet" in awaiting["nyc_taxi_manhattan"]
     assert awaiting["nyc_taxi_manhattan"]["gwnet"].endswith("paper/experiments/main.toml")
+
+
+# ------------------------------------------------------------------ figures read at a glance
+def test_model_styles_are_distinct_and_stable(paper):
+    fig = paper.figures
+    looks = [(s["color"], str(s["ls"]), s["marker"])
+             for s in (fig.model_style(m) for m in paper.frame.MODEL_ORDER)]
+    assert len(set(looks)) == len(looks)  # no two models look alike
+    colours = [fig.model_style(m)["color"] for m in paper.frame.MODEL_ORDER]
+    assert len(set(colours)) == len(colours)  # not even by colour alone
+    # a second series of one model (another teacher) keeps the colour, changes the line
+    a, b = fig.model_style("flowdistill"), fig.model_style("flowdistill", 1)
+    assert a["color"] == b["color"] and (a["ls"], a["marker"]) != (b["ls"], b["marker"])
+    assert fig.model_style("flowdistill-kd") == fig.model_style("flowdistill-kd")
+
+
+def _capture(paper, monkeypatch) -> list:
+    figs = []
+    monkeypatch.setattr(paper.figures, "save_figure", lambda f, out, stem: figs.append(f) or [])
+    return figs
+
+
+def test_legends_outside_the_data_and_captions_say_protocol_and_band(paper, built,
+                                                                     monkeypatch):
+    frame = paper.frame.load_frame(built.cfg.records)
+    figs = _capture(paper, monkeypatch)
+    paper.figures.fraction_figure(frame, built.root)
+    paper.figures.horizon_figure(frame[frame.tag == "ablation"], built.root)
+    paper.figures.headline_figure(frame, built.root)
+    assert len(figs) == 3
+    for f in figs:
+        assert all(ax.get_legend() is None for ax in f.axes)  # no legend over the data
+        assert len(f.legends) == 1
+        caption = " ".join(t.get_text() for t in f.texts)
+        assert "Protocol: 12 steps in, 12 out" in caption
+        assert "Shaded band: mean ± 1 standard deviation over seeds" in caption
+    # the two flowdistill teachers of the horizon figure are two distinct lines
+    labels = [t.get_text() for t in figs[1].legends[0].get_texts()]
+    assert "flowdistill [forecaster_stid]" in labels and "flowdistill [llm_tiny]" in labels
+    lines = {ln.get_label(): ln for ln in figs[1].axes[0].get_lines()}
+    a, b = lines["flowdistill [forecaster_stid]"], lines["flowdistill [llm_tiny]"]
+    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
+
+
+def test_headline_figure_students_against_graph_baselines(paper, built, capsys):
+    names = sorted(p.name for p in built.outputs["students vs graph baselines"])
+    assert names == ["headline_student_vs_graph.pdf", "headline_student_vs_graph.png"]
+    frame = paper.frame.load_frame(built.cfg.records)
+    students = frame[frame.model.str.startswith("flowdistill")]
+    assert paper.figures.headline_figure(students, built.root / "none") == []
+    assert "skip headline_student_vs_graph: no dataset has a student" in capsys.readouterr().out

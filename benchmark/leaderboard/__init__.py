@@ -2,7 +2,8 @@
 
 Modules: :mod:`.schema` (metadata), :mod:`.npzsafe` (safe predictions file), :mod:`.validate`
 (identity, ground truth, recomputed metrics), :mod:`.store` (append-only entries), :mod:`.render`
-(markdown + HTML), :mod:`.predict` (submissions from registered models), :mod:`.cli`.
+(rows, markdown), :mod:`.site` (the static site), :mod:`.screenshots` (the site in headless
+Chromium), :mod:`.predict` (submissions from registered models), :mod:`.cli`.
 See docs/leaderboard.md.
 """
 

@@ -42,8 +42,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .store import default_root, render
 
     root = Path(args.root or default_root())
-    render(root, args.records)
-    print(f"rendered {root / 'README.md'} and {root / 'index.html'}")
+    pages = render(root, args.records)
+    print(f"rendered {root / 'README.md'} and the site {root / 'index.html'} "
+          f"({len(pages) - 1} pages)")
     return 0
 
 
@@ -78,7 +79,8 @@ def add_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
         else:
             _add_store_args(p)
         p.set_defaults(func=func)
-    r = lsub.add_parser("render", help="write results/leaderboard/README.md and index.html")
+    r = lsub.add_parser("render", help="write results/leaderboard/README.md and the static site "
+                                          "(index.html, boards/, pages/)")
     _add_store_args(r)
     r.set_defaults(func=cmd_render)
 

@@ -1,18 +1,18 @@
-"""Rendering: one markdown table and one sortable HTML table per (dataset, protocol board).
+"""Rendering: rows of the leaderboard, one markdown table per (dataset, protocol board), and
+(through :mod:`.site`) the static site.
 
 Rows come from two places: submitted entries (``<root>/entries/<dataset>/<board>/*.json``) and
 the suite's own run records (``results/records``; finished runs, averaged over seeds per model,
 training fraction, teacher and configuration). Every piece of text from a submission is escaped
 (HTML: ``html.escape``; markdown: ``& < > |`` and backticks), links are kept only when they are
-http(s), and the page carries a Content-Security-Policy that allows only its own inline script.
+http(s), and every HTML page carries a Content-Security-Policy that allows only its own inline
+script.
 Output is deterministic (no timestamps), so rendering twice changes nothing.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import json
 import math
 from collections import defaultdict
@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..records import RunRecord
+from ..records import RunRecord, machine_kind, record_sweep
 from .validate import board_key, normalise_options
 
 DOCS_LINK = "../../docs/leaderboard.md"
@@ -54,6 +54,19 @@ class Row:
     links: list[tuple[str, str]] = field(default_factory=list)
     contact: str = ""
     ident: str = ""
+    # what the site's filters and entry pages show (empty where a source does not say)
+    sweep: str = ""
+    recipe: str = ""
+    machine: str = ""  # machine kind (suite: benchmark.records.machine_kind); entries: hardware
+    stopped: str = ""  # "converged" | "capped" | "epoch limit" | mixed counts | "not reported"
+    converged: bool | None = None
+    per_horizon: dict = field(default_factory=dict)  # {"mae": [...], ...} mean over seeds
+    per_channel: dict = field(default_factory=dict)  # {channel: flat metrics}
+    all_targets: dict = field(default_factory=dict)  # flat metrics over every finite target
+    authors: str = ""
+    description: str = ""
+    records: list = field(default_factory=list)  # the RunRecords behind a suite row
+    entry: dict | None = None  # the stored entry behind a submission row
 
 
 def flat_metrics(summary: dict) -> dict[str, float]:
@@ -89,6 +102,7 @@ def _safe_url(url: object) -> str | None:
 def entry_row(entry: dict) -> Row:
     """A submitted entry as a row (claimed efficiency numbers are marked as claimed)."""
     meta = entry.get("metadata", {})
+    test = entry.get("metrics", {}).get("test", {})
     eff = meta.get("efficiency") or {}
     links = [(label, u) for label, key in (("paper", "paper_url"), ("code", "code_url"))
              if (u := _safe_url(meta.get(key)))]
@@ -100,13 +114,18 @@ def entry_row(entry: dict) -> Row:
         protocol=entry.get("protocol", {}), options=entry.get("dataset_options", {}),
         model=str(meta.get("model", "")), source="submission",
         train_fraction=float(meta.get("train_fraction", math.nan)),
-        metrics=flat_metrics(entry.get("metrics", {}).get("test", {})),
+        metrics=flat_metrics(test),
         params=_num(meta.get("parameter_count")), params_claimed=True,
         latency_ms=_num(eff.get("latency_ms")), latency_batch=eff.get("latency_batch"),
         latency_claimed=True, peak_mb=_num(eff.get("peak_memory_mb")), peak_claimed=True,
         hardware=str(meta.get("hardware", "")), extra_data=meta.get("extra_data"),
         teacher=teacher, links=links, contact=str(meta.get("contact", "")),
-        ident=str(entry.get("entry_id", "")))
+        ident=str(entry.get("entry_id", "")), sweep="", recipe="",
+        machine=str(meta.get("hardware", "")), stopped="not reported", converged=None,
+        per_horizon=_per_horizon([test]), per_channel=_per_channel([test]),
+        all_targets=flat_metrics(test.get("all_targets") or {}),
+        authors=str(meta.get("authors", "")), description=str(meta.get("description", "")),
+        entry=entry)
 
 
 def _record_board(r: RunRecord) -> tuple[str, dict]:
@@ -133,9 +152,66 @@ def _config_hash(r: RunRecord) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
+STOP_LABELS = {"early_stopping": "early stop", "closed_form": "closed form",
+               "time_budget": "capped", "max_epochs": "epoch limit"}
+CONVERGED_STOPS = ("early_stopping", "closed_form")
+
+
+def stop_reason(r: RunRecord) -> str:
+    """``early_stopping`` | ``closed_form`` (no epochs) | ``time_budget`` | ``max_epochs`` |
+    ``""`` (not recorded)."""
+    fit = r.fit or {}
+    if fit.get("epochs_run") == 0:
+        return "closed_form"
+    return str(fit.get("stopped_by") or "")
+
+
+def stop_summary(recs: list[RunRecord]) -> tuple[str, bool | None]:
+    """How a row's runs ended (``"converged"``, ``"capped"``, ``"epoch limit"``, or counts
+    such as ``"capped 1, early stop 2"`` when they differ) and whether all converged (None when
+    no run recorded it)."""
+    reasons = [stop_reason(r) for r in recs]
+    if not any(reasons):
+        return "not recorded", None
+    converged = all(x in CONVERGED_STOPS for x in reasons)
+    kinds = sorted(set(reasons))
+    if converged:
+        return "converged", True
+    if len(kinds) == 1:
+        return STOP_LABELS.get(kinds[0], kinds[0]), False
+    return ", ".join(f"{STOP_LABELS.get(k, k or 'unrecorded')} {reasons.count(k)}"
+                     for k in kinds), False
+
+
+def _per_horizon(summaries: list[dict]) -> dict[str, list[float]]:
+    """Mean over seeds of each per-horizon metric list (shortest common length)."""
+    out = {}
+    for k in ("mae", "rmse", "mape"):
+        lists = [s.get("per_horizon", {}).get(k) for s in summaries]
+        lists = [v for v in lists if isinstance(v, list) and v]
+        if len(lists) == len(summaries) and lists:
+            n = min(len(v) for v in lists)
+            out[k] = [_nanmean([float(v[i]) for v in lists]) for i in range(n)]
+    return out
+
+
+def _mean_flat(summaries: list[dict]) -> dict[str, float]:
+    """Flat metrics (:func:`flat_metrics`) averaged over several summaries (seeds)."""
+    flat = [flat_metrics(s) for s in summaries]
+    names = sorted(set().union(*flat)) if flat else []
+    return {k: _nanmean([f.get(k, math.nan) for f in flat]) for k in names}
+
+
+def _per_channel(summaries: list[dict]) -> dict[str, dict[str, float]]:
+    chans = [s.get("per_channel") or {} for s in summaries]
+    names = sorted(set().union(*chans)) if chans else []
+    return {name: _mean_flat([c[name] for c in chans if name in c]) for name in names}
+
+
 def record_rows(records: list[RunRecord]) -> list[Row]:
-    """The suite's finished runs, one row per (board, model, fraction, teacher, configuration),
-    metrics and efficiency averaged over seeds."""
+    """The suite's finished runs, one row per (board, model, fraction, teacher, configuration,
+    sweep, recipe, machine kind): rows never pool records of different sweeps, recipes or
+    machine kinds; metrics and efficiency are averaged over seeds."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     boards: dict[tuple, tuple[str, dict]] = {}
     for r in records:
@@ -143,20 +219,22 @@ def record_rows(records: list[RunRecord]) -> list[Row]:
             continue
         board, opts = _record_board(r)
         teacher = (r.teacher or {}).get("id") or ""
-        key = (r.dataset, board, r.model, float(r.train_fraction), str(teacher), _config_hash(r))
+        key = (r.dataset, board, r.model, float(r.train_fraction), str(teacher), _config_hash(r),
+               record_sweep(r), str((r.recipe or {}).get("name") or ""),
+               machine_kind(r.hardware or {}))
         groups[key].append(r)
         boards[key] = (board, opts)
     configs: dict[tuple, set] = defaultdict(set)
     for key in groups:
-        configs[key[:5]].add(key[5])
+        configs[key[:5] + key[6:]].add(key[5])
     rows = []
     for key, recs in sorted(groups.items()):
-        dataset, board, model, frac, teacher, cfg = key
+        dataset, board, model, frac, teacher, cfg, sweep, recipe, machine = key
         seeds = {r.seed for r in recs}
-        flat = [flat_metrics(r.metrics["test"]) for r in recs]
-        names = sorted(set().union(*flat))
-        metrics = {k: _nanmean([f.get(k, math.nan) for f in flat]) for k in names}
-        label = model if len(configs[key[:5]]) == 1 else f"{model} [cfg {cfg}]"
+        metrics = _mean_flat([r.metrics["test"] for r in recs])
+        label = model if len(configs[key[:5] + key[6:]]) == 1 else f"{model} [cfg {cfg}]"
+        stopped, converged = stop_summary(recs)
+        tests = [r.metrics["test"] for r in recs]
         eff = [r.efficiency or {} for r in recs]
         proto = {k: v for k, v in (recs[0].protocol or {}).items() if k not in _TRAINING_KEYS}
         rows.append(Row(
@@ -167,7 +245,11 @@ def record_rows(records: list[RunRecord]) -> list[Row]:
             peak_mb=_mean([e.get("peak_memory_mb_inference") for e in eff]),
             hardware=_hardware(recs[0].hardware or {}), extra_data=False,
             teacher=str(teacher) if teacher else "",
-            ident=", ".join(sorted(r.run_id for r in recs))))
+            ident=", ".join(sorted(r.run_id for r in recs)), sweep=sweep, recipe=recipe,
+            machine=machine, stopped=stopped, converged=converged,
+            per_horizon=_per_horizon(tests), per_channel=_per_channel(tests),
+            all_targets=_mean_flat([t.get("all_targets") or {} for t in tests]),
+            records=sorted(recs, key=lambda r: (r.seed, r.run_id))))
     return rows
 
 
@@ -322,103 +404,12 @@ def render_markdown(rows: list[Row], n_entries: int, n_records: int) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# --------------------------------------------------------------------------------- html
-SORT_JS = """(function () {
-  function key(td, num) {
-    var v = td.getAttribute('data-v');
-    if (num) { return v === null || v === '' ? NaN : parseFloat(v); }
-    return (v === null ? td.textContent : v).toLowerCase();
-  }
-  document.querySelectorAll('table.lb').forEach(function (table) {
-    var heads = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(heads, function (th, col) {
-      th.addEventListener('click', function () {
-        var num = th.getAttribute('data-type') === 'num';
-        var asc = th.getAttribute('aria-sort') !== 'ascending';
-        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
-        th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        rows.sort(function (a, b) {
-          var x = key(a.cells[col], num), y = key(b.cells[col], num);
-          if (num) {
-            if (isNaN(x)) { return isNaN(y) ? 0 : 1; }
-            if (isNaN(y)) { return -1; }
-            return asc ? x - y : y - x;
-          }
-          return asc ? x.localeCompare(y) : y.localeCompare(x);
-        });
-        rows.forEach(function (r) { body.appendChild(r); });
-      });
-    });
-  });
-})();
-"""
-CSS = """body { font-family: system-ui, sans-serif; margin: 2em; }
-table.lb { border-collapse: collapse; margin-bottom: 2em; font-size: 0.9em; }
-table.lb th, table.lb td { border: 1px solid #ccc; padding: 0.25em 0.5em; }
-table.lb th { cursor: pointer; background: #f3f3f3; }
-table.lb th[aria-sort=ascending]::after { content: " \\25B2"; }
-table.lb th[aria-sort=descending]::after { content: " \\25BC"; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.suite td { background: #fafaff; }
-"""
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _csp() -> str:
-    digest = base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()
-    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
-            "img-src 'none'; base-uri 'none'; form-action 'none'")
-
-
-def render_html(rows: list[Row], n_entries: int, n_records: int) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f'<meta http-equiv="Content-Security-Policy" content="{_esc(_csp())}">',
-           '<meta name="referrer" content="no-referrer">',
-           "<title>FlowDistill-Bench leaderboard</title>", f"<style>\n{CSS}</style>", "</head>",
-           "<body>", "<h1>FlowDistill-Bench leaderboard</h1>",
-           f"<p>{n_entries} submitted entries and {n_records} run records. Every metric is "
-           "recomputed by the suite from the predictions; claimed numbers are ignored. Values "
-           "marked * are claimed by the submitter. Click a column header to sort.</p>"]
-    if not rows:
-        out.append("<p>No entries yet.</p>")
-    for (dataset, board), brows in group_rows(rows).items():
-        out.append(f"<h2>{_esc(dataset)} &middot; protocol <code>{_esc(board)}</code></h2>")
-        out.append(f"<p>{_esc(protocol_line(brows))}</p>")
-        cols, cells = table(brows)
-        out.append('<table class="lb">')
-        out.append("<thead><tr>" + "".join(
-            f'<th data-type="{"num" if c.kind == "num" else "str"}">{_esc(c.label)}</th>'
-            for c in cols) + "</tr></thead>")
-        out.append("<tbody>")
-        for row in cells:
-            src = row[2][1]
-            tds = []
-            for col, (text, val) in zip(cols, row, strict=True):
-                if col.kind == "links":
-                    links = " ".join(f'<a href="{_esc(u)}" rel="nofollow noopener noreferrer">'
-                                     f"{_esc(label)}</a>" for label, u in val)  # type: ignore
-                    tds.append(f"<td>{links}</td>")
-                elif col.kind == "num":
-                    v = "" if val is None or (isinstance(val, float) and math.isnan(val)) \
-                        else repr(float(val))
-                    tds.append(f'<td class="num" data-v="{_esc(v)}">{_esc(text)}</td>')
-                else:
-                    tds.append(f"<td>{_esc(text)}</td>")
-            out.append(f'<tr class="{_esc(src)}">' + "".join(tds) + "</tr>")
-        out.append("</tbody></table>")
-    out.append(f"<script>{SORT_JS}</script>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
 def render_pages(entries: list[dict], records: list[RunRecord]) -> dict[str, str]:
-    """``{"README.md": ..., "index.html": ...}`` for these entries and records."""
+    """``{relative path: text}``: ``README.md`` and every page of the static site
+    (:mod:`.site`: ``index.html``, ``boards/*.html``, ``pages/*.html``)."""
+    from .site import render_site
+
     rows = [entry_row(e) for e in entries] + record_rows(records)
     n_rec = sum(1 for r in records if r.status == "finished")
     return {"README.md": render_markdown(rows, len(entries), n_rec),
-            "index.html": render_html(rows, len(entries), n_rec)}
+            **render_site(rows, len(entries), n_rec)}

@@ -4,15 +4,16 @@ Layout under the root (default ``results/leaderboard``, or ``$FLOWDISTILL_LEADER
 
     entries/<dataset>/<board>/<entry_id>.json   one file per accepted submission, never edited
     README.md                                   markdown tables (rendered)
-    index.html                                  sortable static page (rendered)
+    index.html, boards/*.html, pages/*.html     the static site (rendered, :mod:`.site`)
 
 ``<board>`` is the protocol hash (plus ``-o<hash>`` for non-default dataset options) and
 ``<entry_id>`` is ``<model>-<first 12 hex of the predictions' sha256>``. A submission is fully
 validated, then, holding an exclusive lock on the root directory, checked for duplicates and
 near-duplicates (:func:`find_duplicate`), the pages are rendered in memory, and only then
 is anything written: the entry (created exclusively through a hard link from a temporary file)
-and the two pages (each atomically replaced). A failure while writing restores the previous
-state, so a rejected submission leaves the directory byte-for-byte unchanged.
+and the pages (each atomically replaced; pages of the site that no longer exist are removed).
+A failure while writing restores the previous state, so a rejected submission leaves the
+directory byte-for-byte unchanged.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ except ImportError:  # pragma: no cover - not POSIX: no advisory lock
 
 ENTRY_VERSION = 1
 ENV_ROOT = "FLOWDISTILL_LEADERBOARD"
-PAGES = ("README.md", "index.html")
+PAGES = ("README.md", "index.html")  # top-level pages; the site adds SITE_DIRS/*.html
+SITE_DIRS = ("boards", "pages")
 NEAR_DUPLICATE_REL = 1e-6  # tolerance, relative to max(1, largest |test target|)
 SAME_MODEL_METRICS_REL = 1e-9  # same model name + every overall metric equal to this: duplicate
 
@@ -178,16 +180,43 @@ def _create_exclusive(path: Path, text: str) -> None:
         os.unlink(tmp)
 
 
+def rendered_files(root: Path) -> dict[str, bytes]:
+    """The rendered pages now under ``root`` (relative path -> bytes)."""
+    root = Path(root)
+    paths = [root / n for n in PAGES] + [p for d in SITE_DIRS
+                                         for p in sorted((root / d).glob("*.html"))]
+    return {str(p.relative_to(root)): p.read_bytes() for p in paths if p.is_file()}
+
+
 def write_pages(root: Path, pages: dict[str, str]) -> None:
-    """Replace the rendered pages atomically (only those whose content changed)."""
+    """Replace the rendered pages atomically (only those whose content changed) and remove
+    site pages that are no longer rendered."""
+    root = Path(root)
+    for name in rendered_files(root):
+        if name not in pages and name not in PAGES:
+            (root / name).unlink()
     for name, text in pages.items():
-        p = Path(root) / name
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
         if not p.exists() or p.read_text() != text:
             npzsafe.atomic_write_bytes(p, text.encode())
 
 
+def _restore_pages(root: Path, old: dict[str, bytes]) -> None:
+    root = Path(root)
+    for name in rendered_files(root):
+        if name not in old:
+            (root / name).unlink(missing_ok=True)
+    for name, data in old.items():
+        npzsafe.atomic_write_bytes(root / name, data)
+    for d in SITE_DIRS:
+        if not any(n.startswith(f"{d}/") for n in old):
+            with contextlib.suppress(OSError):
+                (root / d).rmdir()
+
+
 def render(root: Path | None = None, records_dir: Path | None = None) -> dict[str, str]:
-    """Re-render README.md and index.html from the entries and the run records."""
+    """Re-render README.md and the site from the entries and the run records."""
     root = Path(root or default_root())
     records_dir = Path(records_dir or default_records_dir())
     records = load_records(records_dir) if records_dir.is_dir() else []
@@ -225,7 +254,7 @@ def submit(file: str | Path, root: Path | None = None, records_dir: Path | None 
         if path.exists():  # pragma: no cover - same id implies same hash, caught above
             raise SubmissionError(result.npz_path, "entry_id", f"{path} exists")
         pages = render_pages([*existing, entry], records)
-        old = {n: (root / n).read_bytes() for n in PAGES if (root / n).exists()}
+        old = rendered_files(root)
         created_dirs = [d for d in (path.parent.parent.parent, path.parent.parent, path.parent)
                         if not d.exists()]
         if root_created:
@@ -235,11 +264,7 @@ def submit(file: str | Path, root: Path | None = None, records_dir: Path | None 
             write_pages(root, pages)
         except BaseException:
             path.unlink(missing_ok=True)
-            for n in PAGES:
-                if n in old:
-                    npzsafe.atomic_write_bytes(root / n, old[n])
-                else:
-                    (root / n).unlink(missing_ok=True)
+            _restore_pages(root, old)
             for d in reversed(created_dirs):
                 with contextlib.suppress(OSError):
                     d.rmdir()
