@@ -66,7 +66,7 @@ class BuildConfig:
     out: Path = Path("results")
     runs: Path = field(default_factory=lambda: Path(os.environ.get("FLOWDISTILL_RUNS", "runs")))
     scaling: Path | None = None
-    main_tag: str = "main,foundation,baselines,student"
+    main_tag: str = "main,foundation,baselines,baselines-cpu,student"
     fraction_tag: str = "fraction,student"
     ablation_tag: str = "ablation,student"
     cpu_ablation_tag: str = "student-cpu,student-llm"

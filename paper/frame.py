@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.records import RunRecord, load_records, records_frame, run_tag
+from benchmark.records import RunRecord, load_records, record_sweep, records_frame
 
 METRICS = ("mae", "rmse", "mape")
 METRIC_LABELS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE (%)"}
@@ -55,7 +55,7 @@ def teacher_kind(teacher_id: str | None) -> str:
 
 def _extras(r: RunRecord) -> dict:
     test = r.metrics.get("test", {}) or {}
-    row: dict = {"tag": run_tag(r.run_id, r.dataset, r.model), "created": r.created,
+    row: dict = {"tag": record_sweep(r), "created": r.created,
                  "teacher_kind": teacher_kind((r.teacher or {}).get("id")),
                  "input_len": r.protocol.get("input_len"), "horizon": r.protocol.get("horizon"),
                  "mask_threshold": r.protocol.get("mask_threshold"),
@@ -101,15 +101,14 @@ def load_frame(records_dir: Path) -> pd.DataFrame:
 
 
 def select_tag(frame: pd.DataFrame, tag: str | None, purpose: str) -> pd.DataFrame:
-    """Records of the sweep(s) ``tag`` (comma-separated names) when there are any, else every
-    record (with a printed note)."""
+    """Records of the sweep(s) ``tag`` (comma-separated names); none (with a printed note) when
+    no record carries those tags: a table never borrows another sweep's records."""
     if frame.empty or not tag:
         return frame
     tags = [t.strip() for t in tag.split(",") if t.strip()]
     chosen = frame[frame["tag"].isin(tags)]
     if chosen.empty:
-        print(f"note: {purpose}: no records tagged {tag!r}; using every record")
-        return frame
+        print(f"note: {purpose}: no records of the sweeps {tag!r}")
     return chosen
 
 

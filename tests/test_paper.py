@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.records import RunRecord, write_record
+from benchmark.records import RunRecord, run_tag, write_record
 
 REPO = Path(__file__).resolve().parent.parent
 PHASH = "0123456789abcdef"
@@ -113,20 +113,20 @@ def built(tmp_path_factory, paper):
 
 
 def test_run_tag_and_teacher_kind(paper):
-    assert paper.frame.run_tag("main-pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == "main"
-    assert paper.frame.run_tag("pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == ""
-    assert paper.frame.run_tag("a-b-nyc_x-flowdistill-kd-f0p1-s2-h", "nyc_x",
+    assert run_tag("main-pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == "main"
+    assert run_tag("pems07m-stgcn-f1-s0-abc", "pems07m", "stgcn") == ""
+    assert run_tag("a-b-nyc_x-flowdistill-kd-f0p1-s2-h", "nyc_x",
                                "flowdistill-kd") == "a-b"
     assert paper.frame.teacher_kind(STID_T) == "forecaster_stid"
     assert paper.frame.teacher_kind(STID_T + "-0123456789ab") == "forecaster_stid"  # + content
     assert paper.frame.teacher_kind(None) == ""
 
 
-def test_select_tag_takes_several_sweeps_and_falls_back(paper, built):
+def test_select_tag_takes_several_sweeps_and_never_borrows(paper, built):
     frame = paper.frame.load_frame(built.cfg.records)
     both = paper.frame.select_tag(frame, "fraction, ablation", "test")
     assert set(both["tag"]) == {"fraction", "ablation"}
-    assert len(paper.frame.select_tag(frame, "nope", "test")) == len(frame)
+    assert paper.frame.select_tag(frame, "nope", "test").empty
 
 
 def test_accuracy_table_means_stds_and_bold_best(built):

@@ -346,6 +346,8 @@ def protocol_line(rows: list[Row]) -> str:
         if p.get("time_range"):
             parts.append(f"time range {p.get('time_range')}")
         parts.append(f"null value {p.get('null_value')}")
+        if p.get("mask_threshold") is not None:
+            parts.append(f"targets <= {p.get('mask_threshold'):g} masked in loss and metrics")
         parts.append(f"MAPE where |y| > {p.get('mape_threshold')}")
         parts.append(f"scaler {p.get('scaler')}")
     if opts:
