@@ -157,14 +157,14 @@ def write_record(record: RunRecord, records_dir: Path, force: bool = False) -> P
 
     Without ``force`` the record is created exclusively (a hard link of the finished temporary
     file, which fails if the name exists), so of two processes finishing the same run at once
-    exactly one writes it and the other gets :class:`RecordExistsError`; an unreadable or
-    unfinished record at the path is replaced."""
+    exactly one writes it and the other gets :class:`RecordExistsError`; a record at the path
+    that is unreadable or not finished is replaced."""
     path = record_path(records_dir, record.run_id)
     exists_msg = f"{path}: a finished run record exists; pass --force to replace it"
     if not force and is_finished(records_dir, record.run_id):
         raise RecordExistsError(exists_msg)
     text = json.dumps(record.to_dict(), indent=1, sort_keys=True, default=_json_default)
-    if force or path.exists():
+    if force:
         atomic_write_text(path, text + "\n")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +178,12 @@ def write_record(record: RunRecord, records_dir: Path, force: bool = False) -> P
         try:
             os.link(tmp, path)
         except FileExistsError:
-            raise RecordExistsError(exists_msg) from None
+            if is_finished(records_dir, record.run_id):
+                raise RecordExistsError(exists_msg) from None
+            os.replace(tmp, path)  # an unfinished or unreadable record: replace it
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
