@@ -128,10 +128,16 @@ def step_llm_teacher(dataset: str, finetune_kw: dict, student_sweep: SweepSpec,
     return Step(f"llm-teacher:{dataset}", run, "fine-tune, label, distil")
 
 
-def step_figures() -> Step:
+def step_figures(tags: dict[str, str] | None = None) -> Step:
+    """``python -m paper.build`` over the profile's records; ``tags`` maps paper.build's
+    ``--<experiment>-tag`` flags to the sweeps feeding each table (tables never borrow records
+    of other sweeps, so a profile with its own sweep names says which feed what)."""
+
     def run(ctx: PipelineContext) -> None:
         cmd = [sys.executable, "-m", "paper.build", "--records", str(ctx.records),
                "--out", str(ctx.out), "--runs", str(ctx.runs)]
+        for flag, tag in (tags or {}).items():
+            cmd += [f"--{flag}-tag", tag]
         subprocess.run(cmd, cwd=REPO_ROOT, check=True)
         ctx.say(f"tables in {ctx.out / 'tables'}, figures in {ctx.out / 'figures'}")
 
@@ -172,7 +178,9 @@ def smoke_steps() -> list[Step]:
         step_python_sweep(foundation),
         step_python_sweep(students),
         step_llm_teacher("synthetic", llm, llm_students),
-        step_figures(),
+        step_figures({"main": "smoke-foundation,smoke-students",
+                      "fraction": "smoke-students", "ablation": "smoke-students",
+                      "cpu-ablation": "smoke-llm"}),
     ]
 
 
