@@ -114,9 +114,11 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory + fsync +
-    rename, so readers see the old file or the new one, never a torn one."""
+    rename, so readers see the old file or the new one, never a torn one. ``exclusive``: create
+    ``path`` only if it does not exist (a hard link instead of the rename; raises
+    :class:`FileExistsError` otherwise), so of two writers exactly one wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -126,11 +128,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -163,27 +167,13 @@ def write_record(record: RunRecord, records_dir: Path, force: bool = False) -> P
     exists_msg = f"{path}: a finished run record exists; pass --force to replace it"
     if not force and is_finished(records_dir, record.run_id):
         raise RecordExistsError(exists_msg)
-    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, default=_json_default)
-    if force:
-        atomic_write_text(path, text + "\n")
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, default=_json_default) + "\n"
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write((text + "\n").encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            if is_finished(records_dir, record.run_id):
-                raise RecordExistsError(exists_msg) from None
-            os.replace(tmp, path)  # an unfinished or unreadable record: replace it
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write_bytes(path, text.encode("utf-8"), exclusive=not force)
+    except FileExistsError:
+        if is_finished(records_dir, record.run_id):
+            raise RecordExistsError(exists_msg) from None
+        atomic_write_text(path, text)  # an unfinished or unreadable record: replace it
     return path
 
 
