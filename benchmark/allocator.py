@@ -52,6 +52,11 @@ def tune_malloc() -> bool:
     return ok
 
 
+def malloc_tuned() -> bool:
+    """Whether :func:`tune_malloc` applied its settings in this process."""
+    return bool(_state["tuned"])
+
+
 def malloc_settings() -> str:
     """What this process runs with, for the record's environment."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
