@@ -181,12 +181,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.models == "all":
         from benchmark.models import registry
-
-        models = [n for n, s in registry().items()
-                  if "needs_teacher" not in s.tags and not getattr(s, "closed_form", False)]
         from benchmark.recipes import get_recipe
 
-        models = [m for m in models if get_recipe(m, "paper") is not None]
+        # gradient-trained (closed-form models have no recipe) and no teacher store needed
+        models = [n for n, s in registry().items()
+                  if "needs_teacher" not in s.tags and get_recipe(n, "paper") is not None]
     else:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
     variants = [parse_variant(v) for v in args.variant] or [("current", str(REPO), {})]
@@ -204,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             return
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows},
+        Path(f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                             indent=1))
-        args.out.with_suffix(".md").write_text(render_markdown(rows, meta))
+        Path(f"{args.out}.md").write_text(render_markdown(rows, meta))
 
     for model in models:
         for jobs in jobs_list:
