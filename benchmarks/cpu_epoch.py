@@ -171,8 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH[@ENV=VALUE]",
                    help="source tree to measure (default: this one, named 'current')")
     p.add_argument("--out", type=Path, help="output path without suffix (.json and .md)")
+    p.add_argument("--render", nargs="+", type=Path, metavar="JSON",
+                   help="only render these result files (one table, rows of all) to --out")
     p.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+
+    if args.render:
+        parts = [json.loads(f.read_text()) for f in args.render]
+        rows = [r for part in parts for r in part["rows"]]
+        meta = {**parts[0]["meta"],
+                "command": "; ".join(part["meta"]["command"] for part in parts),
+                "repeats": "/".join(str(part["meta"]["repeats"]) for part in parts),
+                "models": list(dict.fromkeys(m for part in parts for m in part["meta"]["models"])),
+                "variants": list(dict.fromkeys(v for part in parts
+                                               for v in part["meta"]["variants"]))}
+        text = render_markdown(rows, meta)
+        if args.out is not None:
+            Path(f"{args.out}.md").write_text(text)
+        print(text)
+        return 0
 
     if args.child:
         row = run_child(args.child, args.dataset, args.fraction, args.threads or None)
