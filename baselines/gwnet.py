@@ -157,12 +157,15 @@ class GraphWaveNet(Forecaster):
         for i in range(len(self.filter_convs)):
             residual = x
             h = torch.tanh(self.filter_convs[i](x)) * torch.sigmoid(self.gate_convs[i](x))
-            s = self.skip_convs[i](h)
-            skip = s if skip is None else s + skip[..., -s.shape[-1]:]
+            # the output reads the skip sum at the last step only, and the skip convs are 1x1
+            # (per step): so only the last step of each is computed (the authors' code computes
+            # every step and then drops all but the last: a [B, 256, N, T] temporary per layer)
+            s = self.skip_convs[i](h[..., -1:])
+            skip = s if skip is None else s + skip
             if i < len(self.gconvs):
                 x = self.gconvs[i](h, supports) + residual[..., -h.shape[-1]:]
                 x = self.norms[i](x)
-        h = F.relu(self.end_conv1(F.relu(skip[..., -1:])))
+        h = F.relu(self.end_conv1(F.relu(skip)))
         y = self.end_conv2(h)[..., 0]  # [B, T_out * C_out, N]
         b, _, n = y.shape
         return y.reshape(b, self.horizon, self.out_channels, n).permute(0, 1, 3, 2)

@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .allocator import tune_malloc
 from .leaderboard import add_leaderboard_commands
 from .settings import SettingError
 from .trainer import TrainConfig
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI. User mistakes print one ``error:`` line and return 2 (``--debug`` re-raises
     them with their traceback); other failures print one line too and return 1."""
     args = build_parser().parse_args(argv)
+    tune_malloc()  # before any tensor is allocated; see benchmark.allocator
     try:
         return int(args.func(args) or 0)
     except Exception as e:  # noqa: BLE001 - one line, not a traceback (--debug shows it)

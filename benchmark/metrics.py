@@ -44,6 +44,22 @@ def validity_mask(y: torch.Tensor, null_value: float | None,
     return mask
 
 
+def _aligned(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both detached, on ``pred``'s device and contiguous (a model's permuted output would make
+    every reduction below stride through memory)."""
+    return pred.detach().contiguous(), true.detach().to(pred.device).contiguous()
+
+
+def _errors(pred: torch.Tensor, true: torch.Tensor, mape_threshold: float,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``|p - y|``, ``|p - y| / max(|y|, 1e-12)`` and ``|y| > mape_threshold``: the element-wise
+    work every view of the metrics shares (masks only select from it)."""
+    diff_abs = (pred - true).abs_()
+    true_abs = true.abs()
+    mape_ok = true_abs > mape_threshold
+    return diff_abs, diff_abs / true_abs.clamp_min_(1e-12), mape_ok
+
+
 @dataclass
 class MetricAccumulator:
     """Streaming masked MAE/RMSE/MAPE per (horizon, channel).
@@ -76,28 +92,35 @@ class MetricAccumulator:
 
         Element-wise work stays in the input dtype; the sums are accumulated in float64.
         """
+        self._check(pred, true)
+        pred, true = _aligned(pred, true)
+        diff_abs, ape_raw, mape_ok = _errors(pred, true, self.mape_threshold)
+        self._accumulate(diff_abs, ape_raw, mape_ok,
+                         validity_mask(true, self.null_value, self.mask_threshold))
+
+    def _check(self, pred: torch.Tensor, true: torch.Tensor) -> None:
         if pred.shape != true.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape "
                              f"{tuple(true.shape)}")
         if pred.shape[1] != self.horizon or pred.shape[3] != self.num_channels:
             raise ValueError(f"expected [B, {self.horizon}, N, {self.num_channels}], "
                              f"got {tuple(pred.shape)}")
-        pred = pred.detach()
-        true = true.detach().to(pred.device)
-        mask = validity_mask(true, self.null_value, self.mask_threshold)
-        abs_err = (pred - true).abs().masked_fill(~mask, 0.0)
+
+    def _accumulate(self, diff_abs: torch.Tensor, ape_raw: torch.Tensor, mape_ok: torch.Tensor,
+                    mask: torch.Tensor) -> None:
+        """Add the sums of one batch under ``mask`` (all ``[B, T_out, N, C_out]``): ``diff_abs =
+        |p - y|``, ``ape_raw = |p - y| / max(|y|, 1e-12)``, ``mape_ok = |y| > mape_threshold``."""
         dims = (0, 2)
 
         def total(x: torch.Tensor) -> np.ndarray:
             return x.sum(dims, dtype=torch.float64).cpu().numpy()
 
+        abs_err = diff_abs.masked_fill(~mask, 0.0)
         self.abs_sum += total(abs_err)
         self.sq_sum += total(abs_err * abs_err)
         self.count += total(mask)
-        true_abs = true.abs()
-        mmask = mask & (true_abs > self.mape_threshold)
-        ape = (abs_err / true_abs.clamp_min(1e-12)).masked_fill(~mmask, 0.0)
-        self.ape_sum += total(ape)
+        mmask = mask & mape_ok
+        self.ape_sum += total(ape_raw.masked_fill(~mmask, 0.0))
         self.ape_count += total(mmask)
 
     @staticmethod
@@ -165,9 +188,17 @@ class ProtocolMetrics:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
-        """Add a batch, ``pred, true: [B, T_out, N, C_out]`` original units, to both views."""
-        self.masked.update(pred, true)
-        self.unmasked.update(pred, true)
+        """Add a batch, ``pred, true: [B, T_out, N, C_out]`` original units, to both views.
+
+        The errors are computed once and shared; only the masks differ between the views (the
+        sums are the ones each view's :meth:`MetricAccumulator.update` would add)."""
+        self.masked._check(pred, true)
+        pred, true = _aligned(pred, true)
+        diff_abs, ape_raw, mape_ok = _errors(pred, true, self.mape_threshold)
+        finite = torch.isfinite(true)
+        self.unmasked._accumulate(diff_abs, ape_raw, mape_ok, finite)
+        self.masked._accumulate(diff_abs, ape_raw, mape_ok,
+                                validity_mask(true, self.null_value, self.mask_threshold))
 
     def summary(self, report_horizons: tuple[int, ...] = (3, 6, 12),
                 channel_names: list[str] | None = None) -> dict:

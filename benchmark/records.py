@@ -95,9 +95,12 @@ def package_versions() -> dict:
 def hardware_info(device: str = "cpu") -> dict:
     import torch
 
+    from .allocator import malloc_settings
+
     info = {"machine": platform.machine(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "device": device}
+            "python": platform.python_version(), "device": device,
+            "malloc": malloc_settings()}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

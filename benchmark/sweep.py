@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .allocator import malloc_tuned, tune_malloc
 from .efficiency import EfficiencyConfig
 from .experiment import RunSpec, default_records_dir, default_runs_dir, run_experiment
 from .recipes import train_config_for
@@ -243,7 +244,11 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
         for spec in todo:
             done(*_run_one(spec, str(records_dir), str(runs_dir)))
     elif executor == "local":
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        # spawned workers start a fresh interpreter: they get this process's malloc settings
+        # (the CLI's, see benchmark.allocator) here
+        init = tune_malloc if malloc_tuned() else None
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                 initializer=init) as pool:
             futs = {pool.submit(_run_one, s, str(records_dir), str(runs_dir)): s for s in todo}
             for f in as_completed(futs):
                 try:

@@ -199,3 +199,32 @@ def test_parameter_counts_follow_the_architectures():
     expected_dcrnn = cell(C + 1) + cell(h) + cell(C_OUT) + cell(h) + h * C_OUT + C_OUT
     assert count_parameters(build_model("dcrnn", ctx)) == expected_dcrnn
     assert isinstance(build_model("gwnet", ctx), GraphWaveNet)
+
+
+def test_gwnet_last_step_skip_matches_the_full_skip_path():
+    """The skip convs run on the last step only; the authors' form (every step, summed, then the
+    last step taken) gives the same prediction."""
+    from torch.nn import functional as F
+
+    from baselines.gwnet import with_time_of_day
+
+    torch.manual_seed(0)
+    m = build_model("gwnet", context(3, ring_adjacency())).eval()
+    batch = make_batch(3)
+
+    def full_skip_forward(self, batch):
+        x = with_time_of_day(batch, self.steps_per_day).permute(0, 3, 2, 1)
+        x = self.start_conv(F.pad(x, (self.receptive_field - x.shape[-1], 0)))
+        supports, skip = self.supports(), None
+        for i in range(len(self.filter_convs)):
+            residual = x
+            h = torch.tanh(self.filter_convs[i](x)) * torch.sigmoid(self.gate_convs[i](x))
+            s = self.skip_convs[i](h)
+            skip = s if skip is None else s + skip[..., -s.shape[-1]:]
+            if i < len(self.gconvs):
+                x = self.norms[i](self.gconvs[i](h, supports) + residual[..., -h.shape[-1]:])
+        y = self.end_conv2(F.relu(self.end_conv1(F.relu(skip[..., -1:]))))[..., 0]
+        return y.reshape(y.shape[0], self.horizon, self.out_channels, -1).permute(0, 1, 3, 2)
+
+    with torch.no_grad():
+        torch.testing.assert_close(m(batch), full_skip_forward(m, batch), rtol=1e-5, atol=1e-6)

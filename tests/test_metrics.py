@@ -147,3 +147,54 @@ def test_protocol_rejects_non_finite_mask_settings():
 
     with pytest.raises(ValueError, match="mask_threshold"):
         Protocol(mask_threshold=float("nan"))
+
+
+def _reference_update(acc: MetricAccumulator, pred: torch.Tensor, true: torch.Tensor) -> None:
+    """The accumulator's update as it was before the views shared their element-wise work."""
+    from benchmark.metrics import validity_mask
+
+    mask = validity_mask(true, acc.null_value, acc.mask_threshold)
+    abs_err = (pred - true).abs().masked_fill(~mask, 0.0)
+
+    def total(x):
+        return x.sum((0, 2), dtype=torch.float64).numpy()
+
+    acc.abs_sum += total(abs_err)
+    acc.sq_sum += total(abs_err * abs_err)
+    acc.count += total(mask)
+    true_abs = true.abs()
+    mmask = mask & (true_abs > acc.mape_threshold)
+    acc.ape_sum += total((abs_err / true_abs.clamp_min(1e-12)).masked_fill(~mmask, 0.0))
+    acc.ape_count += total(mmask)
+
+
+def test_protocol_metrics_shared_work_is_bitwise_the_separate_views():
+    """Both views from the shared errors hold exactly the sums of separate, independent updates
+    (zeros, NaN and null targets, a permuted non-contiguous prediction, several batches)."""
+    from benchmark.metrics import ProtocolMetrics
+
+    g = torch.Generator().manual_seed(0)
+    acc = ProtocolMetrics(horizon=3, num_channels=2, null_value=-1.0, mape_threshold=0.5,
+                          mask_threshold=0.0)
+    ref_masked = MetricAccumulator(3, 2, -1.0, 0.5, 0.0)
+    ref_all = MetricAccumulator(3, 2, None, 0.5, None)
+    for b in (5, 7, 1):
+        true = torch.randn(b, 3, 4, 2, generator=g) * 10
+        true[true.abs() < 2] = 0.0
+        true[0, 0, 0, 0], true[-1, 1, 2, 1] = float("nan"), -1.0
+        pred = (torch.randn(b, 3, 2, 4, generator=g) * 10).permute(0, 1, 3, 2)
+        assert not pred.is_contiguous()
+        acc.update(pred, true)
+        _reference_update(ref_masked, pred, true)
+        _reference_update(ref_all, pred, true)
+    for got, want in ((acc.masked, ref_masked), (acc.unmasked, ref_all)):
+        for name in ("abs_sum", "sq_sum", "count", "ape_sum", "ape_count"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    single = MetricAccumulator(3, 2, -1.0, 0.5, 0.0)
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(5, 3, 4, 2, generator=g)
+    single.update(true + 1, true)
+    ref = MetricAccumulator(3, 2, -1.0, 0.5, 0.0)
+    _reference_update(ref, true + 1, true)
+    np.testing.assert_array_equal(single.abs_sum, ref.abs_sum)
+    np.testing.assert_array_equal(single.ape_sum, ref.ape_sum)

@@ -127,3 +127,34 @@ def test_ha_slot_matches_a_hand_mean(synthetic_prepared):
     expected = pr.scaled.numpy()[sel].mean(0)
     np.testing.assert_allclose(m.table[int(dow[5]) * 24 + 5].numpy(), expected, rtol=1e-5)
     assert json.dumps(m.extra_loss()) == "null"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        elif isinstance(v, list):
+            out.update({f"{prefix}{k}/{i}": x for i, x in enumerate(v)})
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_eval_batch_size_changes_no_metric(synthetic_prepared):
+    """Every metric of both views (pooled, mean of horizons, per horizon, all targets) is the
+    same at any evaluation batch size. The sums themselves are batch-independent to float64
+    accumulation noise (test_metrics); the model's float32 GEMMs may round differently at another
+    batch size (about 1e-8 relative here), hence 1e-6."""
+    torch.manual_seed(3)
+    t = Trainer(make(synthetic_prepared), synthetic_prepared, TrainConfig(**CFG))
+    results = {}
+    for bs in (1, 7, 64, 100000):
+        t.config.eval_batch_size = bs
+        results[bs] = _flat(t.evaluate("test"))
+    base = results[1]
+    assert any(k.startswith("all_targets/") for k in base)
+    for bs, res in results.items():
+        assert res.keys() == base.keys()
+        for k, v in res.items():
+            assert v == pytest.approx(base[k], rel=1e-6, abs=1e-9), (bs, k)
