@@ -180,11 +180,8 @@ def spec_from_args(args: argparse.Namespace):
     if "train_fraction" in groups["protocol"]:
         raise SettingError("--protocol train_fraction: set the training fraction with --fraction")
     check_run_settings(args.model, args.dataset, flags, train_skip=("seed",), **groups)
-    train_kw = groups["train"]
-    if "lr_milestones" in train_kw:
-        train_kw["lr_milestones"] = tuple(train_kw["lr_milestones"])
     recipe = getattr(args, "recipe", "paper")
-    train = train_config_for(args.model, recipe, {**train_kw, "seed": args.seed})
+    train = train_config_for(args.model, recipe, {**groups["train"], "seed": args.seed})
     return RunSpec(model=args.model, dataset=args.dataset,
                    dataset_options=groups["dataset_options"], protocol=groups["protocol"],
                    train_fraction=args.fraction, hparams=groups["hparams"], train=train,
