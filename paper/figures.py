@@ -22,7 +22,16 @@ from matplotlib.transforms import blended_transform_factory
 
 from benchmark.records import aggregate
 
-from .frame import AVG, METRIC_LABELS, MODEL_ORDER, metric_column, model_sort_key
+from .frame import (
+    AVG,
+    METRIC_LABELS,
+    MODEL_ORDER,
+    UNPOOLED_KEYS,
+    metric_column,
+    model_sort_key,
+    rows_of,
+    with_unpooled_keys,
+)
 from .predictions import load_predictions, predictions_path
 from .tables import _mask_text, _protocol_text, dataset_groups
 
@@ -151,14 +160,7 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2):
     return fig, flat[:n]
 
 
-SERIES_KEYS = ("model", "teacher_kind", "sweep", "machine")  # a line never pools these
-
-
-def _series_frame(g: pd.DataFrame) -> pd.DataFrame:
-    g = g.copy()
-    for k in SERIES_KEYS:
-        g[k] = g[k].fillna("").astype(str) if k in g.columns else ""
-    return g
+SERIES_KEYS = UNPOOLED_KEYS  # a line never pools these
 
 
 def _short_machine(machine: str) -> str:
@@ -209,13 +211,6 @@ def _figure_series(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
     return everything, dict(_series_keys(everything))
 
 
-def _rows_of(g: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
-    hit = pd.Series(True, index=g.index)
-    for k, v in zip(SERIES_KEYS, key, strict=True):
-        hit &= g[k] == v
-    return g[hit]
-
-
 BAND_TEXT = "Shaded band: mean ± 1 standard deviation over seeds"
 
 
@@ -229,7 +224,7 @@ def fraction_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
     if not frame.empty and col in frame:
         for dataset, _, g, suffix in dataset_groups(frame):
             if g["train_fraction"].nunique() >= 2:
-                panels.append((dataset + suffix, _series_frame(g)))
+                panels.append((dataset + suffix, with_unpooled_keys(g)))
     if not panels:
         print(f"skip {stem}: no dataset has records at two or more training fractions")
         return []
@@ -239,7 +234,7 @@ def fraction_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
         fig, axes = _grid(len(panels))
         for ax, (title, g) in zip(axes, panels, strict=True):
             for skey, _ in _series_keys(g):
-                a = aggregate(_rows_of(g, skey), by=("train_fraction",), metrics=(col,))
+                a = aggregate(rows_of(g, skey), by=("train_fraction",), metrics=(col,))
                 a = a.sort_values("train_fraction")
                 if len(a) < 2:
                     continue
@@ -267,7 +262,7 @@ def horizon_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae",
         for dataset, _, g, suffix in dataset_groups(frame):
             g = g[g[col].apply(lambda v: isinstance(v, list) and len(v) > 0)]
             if not g.empty:
-                panels.append((dataset + suffix, _series_frame(g)))
+                panels.append((dataset + suffix, with_unpooled_keys(g)))
     if not panels:
         print(f"skip {stem}: no records with per-horizon metrics")
         return []
@@ -276,7 +271,7 @@ def horizon_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae",
         fig, axes = _grid(len(panels))
         for ax, (title, g) in zip(axes, panels, strict=True):
             for skey, _ in _series_keys(g):
-                arrs = _rows_of(g, skey)[col].tolist()
+                arrs = rows_of(g, skey)[col].tolist()
                 length = min(len(a) for a in arrs)
                 stack = np.array([a[:length] for a in arrs], dtype=float)
                 std = stack.std(axis=0, ddof=1) if len(stack) > 1 else np.full(length, np.nan)
@@ -306,7 +301,7 @@ def headline_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
     panels = []
     if not frame.empty and col in frame:
         for dataset, _, g, suffix in dataset_groups(frame):
-            g = _series_frame(g)
+            g = with_unpooled_keys(g)
             students = g[g["model"].isin(STUDENT_STYLES)]
             graphs = g[g["model"].isin(GRAPH_BASELINES) & (g["train_fraction"] == 1.0)]
             if students["train_fraction"].nunique() >= 2 and not graphs.empty:
@@ -323,7 +318,7 @@ def headline_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
             lo = 100 * students["train_fraction"].min()
             top = -math.inf
             for skey, _ in _series_keys(students):
-                a = aggregate(_rows_of(students, skey), by=("train_fraction",), metrics=(col,))
+                a = aggregate(rows_of(students, skey), by=("train_fraction",), metrics=(col,))
                 a = a.sort_values("train_fraction")
                 if len(a) >= 2:
                     mean, std = a[f"{col}_mean"].to_numpy(), a[f"{col}_std"].to_numpy()
@@ -334,7 +329,7 @@ def headline_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
             # baselines above that are named in the legend with their error
             limit = 1.5 * top if math.isfinite(top) else math.inf
             for skey, _ in _series_keys(graphs):
-                vals = _rows_of(graphs, skey)[col].dropna().to_numpy(dtype=float)
+                vals = rows_of(graphs, skey)[col].dropna().to_numpy(dtype=float)
                 if not len(vals):
                     continue
                 st = model_style(skey[0], variants[skey])

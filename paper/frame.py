@@ -100,6 +100,29 @@ def load_frame(records_dir: Path) -> pd.DataFrame:
     return records_to_frame(records)
 
 
+# What one table row or figure line never pools over: the model, its teacher, and where its
+# runs come from (sweep, machine kind).
+UNPOOLED_KEYS = ("model", "teacher_kind", "sweep", "machine")
+
+
+def with_unpooled_keys(g: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``g`` with every :data:`UNPOOLED_KEYS` column present as text (records without
+    one get "")."""
+    g = g.copy()
+    for k in UNPOOLED_KEYS:
+        g[k] = g[k].fillna("").astype(str) if k in g.columns else ""
+    return g
+
+
+def rows_of(g: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``g`` (see :func:`with_unpooled_keys`) whose :data:`UNPOOLED_KEYS` are
+    ``key``."""
+    hit = pd.Series(True, index=g.index)
+    for k, v in zip(UNPOOLED_KEYS, key, strict=True):
+        hit &= g[k] == v
+    return g[hit]
+
+
 def select_tag(frame: pd.DataFrame, tag: str | None, purpose: str) -> pd.DataFrame:
     """Records of the sweep(s) ``tag`` (comma-separated names); none (with a printed note) when
     no record carries those tags: a table never borrows another sweep's records."""

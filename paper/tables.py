@@ -19,10 +19,13 @@ from .frame import (
     AVG,
     METRIC_LABELS,
     METRICS,
+    UNPOOLED_KEYS,
     channels_of,
     metric_column,
     model_sort_key,
     report_horizons,
+    rows_of,
+    with_unpooled_keys,
 )
 from .render import Cell, Section, Table, mark_best, write_tables
 
@@ -76,32 +79,16 @@ def _protocol_text(g: pd.DataFrame) -> str:
     return ""
 
 
-# What a table row never pools over: the model, its teacher, and where its runs come from.
-ROW_KEYS = ("model", "teacher_kind", "sweep", "machine")
+ROW_KEYS = UNPOOLED_KEYS
 
 STOP_LABELS = {"early_stopping": "early stop", "max_epochs": "epoch limit",
                "time_budget": "time cap", "closed_form": "closed form"}
 
 
-def _with_row_keys(g: pd.DataFrame) -> pd.DataFrame:
-    """``g`` with every :data:`ROW_KEYS` column present (records without one get "")."""
-    g = g.copy()
-    for k in ROW_KEYS:
-        g[k] = g[k].fillna("") if k in g.columns else ""
-    return g
-
-
 def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, ...]]:
-    keys = _with_row_keys(g)[list(ROW_KEYS)].drop_duplicates().itertuples(index=False, name=None)
+    keys = (with_unpooled_keys(g)[list(ROW_KEYS)].drop_duplicates()
+            .itertuples(index=False, name=None))
     return sorted(keys, key=lambda k: (order(k[0]),) + tuple(k[1:]))
-
-
-def _rows_of(g: pd.DataFrame, key: tuple[str, ...]) -> pd.DataFrame:
-    g = _with_row_keys(g)
-    hit = pd.Series(True, index=g.index)
-    for k, v in zip(ROW_KEYS, key, strict=True):
-        hit &= g[k] == v
-    return g[hit]
 
 
 def stop_summary(rows: pd.DataFrame) -> str:
@@ -124,7 +111,7 @@ def stop_summary(rows: pd.DataFrame) -> str:
 
 def _source_label(key: tuple[str, ...], g: pd.DataFrame) -> str:
     """``" [sweep @ machine]"`` when ``g`` mixes sweeps or machine kinds, else ``""``."""
-    g = _with_row_keys(g)
+    g = with_unpooled_keys(g)
     if not key[2] and not key[3]:  # a row without records (awaiting) has no source
         return ""
     if g["sweep"].nunique() > 1 or g["machine"].nunique() > 1:
@@ -168,15 +155,15 @@ def _metric_section(g: pd.DataFrame, title: str | None, keys: list[str], channel
     ``awaiting`` (model -> the command that would run it) with no records, saying so."""
     cols = [metric_column(m, k, channel) for k in keys for m in metrics]
     present = tuple(c for c in cols if c in g.columns)
-    gk = _with_row_keys(g)
+    gk = with_unpooled_keys(g)
     agg = aggregate(gk, by=ROW_KEYS, metrics=present) if not gk.empty else gk
     sec = Section(title)
     for key in _row_keys(gk, order):
-        hit = _rows_of(agg, key) if not agg.empty else agg
+        hit = rows_of(agg, key) if not agg.empty else agg
         row = hit.iloc[0] if len(hit) else None
         cells = labels(key) + _value_cells(row, cols, digits)
         seeds = int(row["seeds"]) if row is not None else 0
-        sec.rows.append(cells + [Cell(text=str(seeds)), Cell(text=stop_summary(_rows_of(gk, key))
+        sec.rows.append(cells + [Cell(text=str(seeds)), Cell(text=stop_summary(rows_of(gk, key))
                                                               or "–")])
     n_labels = len(labels(("",) * len(ROW_KEYS)))
     mark_best(sec, n_labels, list(range(len(cols))))
@@ -273,15 +260,15 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
         fracs = sorted(g["train_fraction"].unique())
         if len(fracs) < 2 or col not in g.columns:
             continue
-        g = _with_row_keys(g)
+        g = with_unpooled_keys(g)
         agg = aggregate(g, by=(*ROW_KEYS, "train_fraction"), metrics=(col,))
         sec = Section(None)
         for key in _row_keys(g):
-            mine = _rows_of(g, key)
+            mine = rows_of(g, key)
             if mine["train_fraction"].nunique() < 2:
                 continue
             cells = [Cell(text=_model_label(key, g))]
-            mine_agg = _rows_of(agg, key)
+            mine_agg = rows_of(agg, key)
             for f in fracs:
                 hit = mine_agg[mine_agg.train_fraction == f]
                 cells += _value_cells(hit.iloc[0] if len(hit) else None, [col], digits)
