@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write_bytes
 from .data.protocol import Protocol, protocol_hash
 from .data.windows import PreparedData, prepare
 from .efficiency import EfficiencyConfig, measure_efficiency
@@ -23,7 +24,6 @@ from .recipes import describe_recipe, get_recipe, train_config_for
 from .records import (
     RecordExistsError,
     RunRecord,
-    atomic_write_bytes,
     git_sha,
     hardware_info,
     is_finished,

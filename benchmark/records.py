@@ -6,13 +6,14 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import pandas as pd
+
+from .atomic import atomic_write_bytes, atomic_write_text
 
 RECORD_VERSION = 2  # 2: sweep field, metrics.<split>.all_targets, protocol mask_threshold
 TRACKED_PACKAGES = ("torch", "numpy", "pandas", "torch-geometric", "transformers", "peft", "vllm",
@@ -108,41 +109,6 @@ def hardware_info(device: str = "cpu") -> dict:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def file_mode() -> int:
-    """0o666 minus the process umask (``mkstemp`` creates files 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory + fsync +
-    rename, so readers see the old file or the new one, never a torn one. ``exclusive``: create
-    ``path`` only if it does not exist (a hard link instead of the rename; raises
-    :class:`FileExistsError` otherwise), so of two writers exactly one wins."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())
-        if exclusive:
-            os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def record_path(records_dir: Path, run_id: str) -> Path:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_bytes
 from .data.windows import PreparedData
 from .metrics import ProtocolMetrics
 from .objectives import Objective, StepContext, SupervisedObjective
-from .records import atomic_write_bytes
 
 
 @dataclass
@@ -114,7 +114,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
-    """``torch.save`` through :func:`~benchmark.records.atomic_write_bytes` (a unique temporary
+    """``torch.save`` through :func:`~benchmark.atomic.atomic_write_bytes` (a unique temporary
     name in the same directory, fsync, rename): readers see the old checkpoint or the new one,
     and two writers never share a temporary file."""
     buf = io.BytesIO()

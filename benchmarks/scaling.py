@@ -399,7 +399,7 @@ def load_rows(path: Path) -> list[dict]:
 
 
 def _write_rows(path: Path, rows: list[dict], commands: list[str]) -> None:
-    from benchmark.records import atomic_write_text
+    from benchmark.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps({"commands": commands, "rows": rows}, indent=1))
 

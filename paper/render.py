@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.records import atomic_write_text
+from benchmark.atomic import atomic_write_text
 
 DASH_MD = "–"
 DASH_TEX = "--"

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .. import records
 from .schema import SubmissionError
 
 MEMBER = "predictions.npy"
@@ -186,11 +185,6 @@ def predictions_npz_bytes(predictions: np.ndarray) -> bytes:
     if arr.dtype not in (np.float32, np.float64):
         raise ValueError(f"predictions must be float32 or float64, got {arr.dtype}")
     return zip_members([(MEMBER, npy_bytes(arr))])
-
-
-# atomic writes are shared with the run records
-file_mode = records.file_mode
-atomic_write_bytes = records.atomic_write_bytes
 
 
 def predictions_sha256(arr: np.ndarray) -> str:

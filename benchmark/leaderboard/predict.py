@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_write_bytes
 from ..data.protocol import protocol_hash
 from ..experiment import (
     RunSpec,
@@ -107,10 +108,10 @@ def write_submission(out: str | Path, predictions: np.ndarray, metadata: dict) -
     if out.suffix in (".json", ".npz"):
         out = out.with_suffix("")
     check_name(out.name, "export-submission name", out)
-    npzsafe.atomic_write_bytes(out.with_suffix(".npz"),
+    atomic_write_bytes(out.with_suffix(".npz"),
                                npzsafe.predictions_npz_bytes(predictions))
     json_path = out.with_suffix(".json")
-    npzsafe.atomic_write_bytes(json_path, (json.dumps(metadata, indent=1, sort_keys=True)
+    atomic_write_bytes(json_path, (json.dumps(metadata, indent=1, sort_keys=True)
                                            + "\n").encode())
     return json_path
 

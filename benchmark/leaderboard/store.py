@@ -22,10 +22,10 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..records import load_records, now_iso
 from . import npzsafe
 from .render import render_pages
@@ -166,18 +166,8 @@ def locked(root: Path) -> Iterator[None]:
 
 
 def _create_exclusive(path: Path, text: str) -> None:
-    """Write a new file atomically; fail if ``path`` exists (hard link of a finished temp file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, npzsafe.file_mode())
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    """Write a new file atomically; fail if ``path`` exists."""
+    atomic_write_text(path, text, exclusive=True)
 
 
 def rendered_files(root: Path) -> dict[str, bytes]:
@@ -199,7 +189,7 @@ def write_pages(root: Path, pages: dict[str, str]) -> None:
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)
         if not p.exists() or p.read_text() != text:
-            npzsafe.atomic_write_bytes(p, text.encode())
+            atomic_write_bytes(p, text.encode())
 
 
 def _restore_pages(root: Path, old: dict[str, bytes]) -> None:
@@ -208,7 +198,7 @@ def _restore_pages(root: Path, old: dict[str, bytes]) -> None:
         if name not in old:
             (root / name).unlink(missing_ok=True)
     for name, data in old.items():
-        npzsafe.atomic_write_bytes(root / name, data)
+        atomic_write_bytes(root / name, data)
     for d in SITE_DIRS:
         if not any(n.startswith(f"{d}/") for n in old):
             with contextlib.suppress(OSError):
