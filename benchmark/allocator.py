@@ -6,7 +6,7 @@ with ``munmap`` on free, and trims the top of the heap once more than the trim t
 A model whose activations are tens of MiB per batch (Graph WaveNet's diffusion-conv concat at
 batch 64 is 51 MiB) so maps, faults in page by page, and unmaps the same memory every batch: on a
 2-core machine that was about half of an epoch's CPU time spent in the kernel
-(``benchmarks/cpu_epoch.py``; results/cpu_epoch/).
+(``perf/cpu_epoch.py``; results/cpu_epoch/).
 
 :func:`tune_malloc` (called once at process start by the CLI) turns both off for the process:
 no mmap for large blocks (``M_MMAP_MAX = 0``) and no heap trimming (``M_TRIM_THRESHOLD`` = 16

@@ -187,10 +187,21 @@ def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Pat
                    force: bool = False, command: str = "",
                    prepared: PreparedData | None = None) -> RunRecord:
     """Train, evaluate and record one run; resume an interrupted run from its last checkpoint.
+    A finished run (its record exists) raises :class:`RecordExistsError` unless ``force``;
+    :func:`load_trained_model` rebuilds its model with the best weights.
 
-    A finished run (its record exists) raises :class:`RecordExistsError` unless ``force``.
+    The run holds its exclusive lock (:func:`~benchmark.locks.run_lock`) from the check that it
+    is unfinished to the creation of its record, so two processes never train one run: the
+    second waits, then finds the record and raises :class:`RecordExistsError`.
     """
-    return execute(spec, records_dir, runs_dir, force, command, prepared)[0]
+    records_dir = Path(records_dir or default_records_dir())
+    runs_dir = Path(runs_dir or default_runs_dir())
+    run_id = spec.run_id()
+    with run_lock(runs_dir, run_id):
+        if is_finished(records_dir, run_id) and not force:
+            raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
+                                    "(use --force to redo it)")
+        return _execute_locked(spec, run_id, records_dir, runs_dir, force, command, prepared)
 
 
 def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
@@ -211,27 +222,8 @@ def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
     return model
 
 
-def execute(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | None = None,
-            force: bool = False, command: str = "",
-            prepared: PreparedData | None = None) -> tuple[RunRecord, Trainer]:
-    """:func:`run_experiment` that also returns the trainer (its model holds the best weights).
-
-    The run holds its exclusive lock (:func:`~benchmark.locks.run_lock`) from the check that it
-    is unfinished to the creation of its record, so two processes never train one run: the
-    second waits, then finds the record and raises :class:`RecordExistsError`.
-    """
-    records_dir = Path(records_dir or default_records_dir())
-    runs_dir = Path(runs_dir or default_runs_dir())
-    run_id = spec.run_id()
-    with run_lock(runs_dir, run_id):
-        if is_finished(records_dir, run_id) and not force:
-            raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
-                                    "(use --force to redo it)")
-        return _execute_locked(spec, run_id, records_dir, runs_dir, force, command, prepared)
-
-
 def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Path, force: bool,
-                    command: str, prepared: PreparedData | None) -> tuple[RunRecord, Trainer]:
+                    command: str, prepared: PreparedData | None) -> RunRecord:
     prepared = prepared or load_prepared(spec)
     protocol = prepared.protocol
     ctx = ModelContext.from_prepared(prepared)
@@ -293,7 +285,7 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
         status="finished",
     )
     write_record(record, records_dir, force=force)
-    return record, trainer
+    return record
 
 
 def save_test_predictions(spec: RunSpec, runs_dir: Path | None = None,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 
 def cmd_teacher_label(args: argparse.Namespace) -> int:
-    from benchmark.cli import adhoc_dirs, parse_assignments, spec_from_args
+    from benchmark.cli_args import adhoc_dirs, parse_assignments, spec_from_args
 
     if args.from_model:
         from dataclasses import replace
 
-        from .teacher.from_model import label_from_model
+        from .teacher.model_labels import label_from_model
 
         args.model = args.from_model
         spec = spec_from_args(args)
@@ -28,7 +28,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
         store = label_from_model(spec, label_root=args.out, records_dir=records,
                                  runs_dir=checkpoints, force=args.force)
     else:
-        from .teacher.labeling import label
+        from .teacher.llm_labels import label
 
         if not args.checkpoint:
             raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
@@ -40,7 +40,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_info(args: argparse.Namespace) -> int:
-    from .teacher.labels import SoftLabelStore
+    from .teacher.label_store import SoftLabelStore
 
     path = Path(args.path)
     if (path / "meta.json").exists() and (path / "labels.npy").exists():
@@ -60,7 +60,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from benchmark.cli import add_run_arguments
+    from benchmark.cli_args import add_run_arguments
 
     t = sub.add_parser("teacher", help="teacher fine-tuning, soft labels, provenance")
     tsub = t.add_subparsers(dest="teacher_command", required=True)

@@ -28,7 +28,7 @@ Each registry entry carries
 
 * ``objective_factory(teacher_path, loss=None, **overrides)`` (what ``benchmark.experiment``
   calls with the recipe's ``loss``; it sets ``distance``/``huber_delta``): opens
-  the :class:`~flowdistill.teacher.labels.SoftLabelStore` at ``teacher_path`` (if any) and
+  the :class:`~flowdistill.teacher.label_store.SoftLabelStore` at ``teacher_path`` (if any) and
   returns :func:`objective_for`'s objective;
 * tags: ``"flowdistill"`` on all six; ``"distill"`` and ``"needs_teacher"`` on the variants
   that learn from teacher labels (their objective has ``requires_teacher = True`` and refuses to
@@ -44,9 +44,9 @@ from benchmark.models import get_spec, register_model
 from benchmark.objectives import Objective
 from benchmark.recipes import Recipe, every
 
-from .objective import DistillationConfig, DistillationObjective
+from .distillation import DistillationConfig, DistillationObjective
 from .student import FlowDistillStudent
-from .teacher.labels import SoftLabelStore
+from .teacher.label_store import SoftLabelStore
 
 CITATION = ("Yu, Xie, Huang, Qiu. FlowDistill: Scalable Traffic Flow Prediction via "
             "Distillation from LLMs. arXiv 2504.02094, 2025")
@@ -91,11 +91,11 @@ def objective_for(model_name: str, teacher_store=None, **overrides) -> Objective
 
     Args:
         model_name: one of :data:`VARIANTS`.
-        teacher_store: a :class:`~flowdistill.teacher.labels.SoftLabelStore`. The variants
+        teacher_store: a :class:`~flowdistill.teacher.label_store.SoftLabelStore`. The variants
             tagged ``"needs_teacher"`` need one before training (when None here, attach it as
             ``objective.store``; ``objective.teacher_labels()`` raises until then). The others
             refuse one (a no-teacher run given a teacher is a mistake in a sweep spec).
-        **overrides: :class:`~flowdistill.objective.DistillationConfig` fields (``bound_weight``,
+        **overrides: :class:`~flowdistill.distillation.DistillationConfig` fields (``bound_weight``,
             ``bound_margin``, ``gate``, ``kd_weight``, ``distance``, ``huber_delta``), applied
             over the variant's settings.
 
@@ -119,7 +119,7 @@ def objective_for(model_name: str, teacher_store=None, **overrides) -> Objective
 
 def loss_overrides(loss: dict | None) -> dict:
     """A recipe's ground-truth loss (:meth:`~benchmark.recipes.Recipe.loss_settings`) as
-    :class:`~flowdistill.objective.DistillationConfig` settings."""
+    :class:`~flowdistill.distillation.DistillationConfig` settings."""
     if not loss:
         return {}
     if loss["loss"] not in ("huber", "mae"):

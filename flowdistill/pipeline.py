@@ -109,7 +109,7 @@ def step_llm_teacher(dataset: str, finetune_kw: dict, student_sweep: SweepSpec,
 
     def run(ctx: PipelineContext) -> None:
         from .teacher.finetune import TeacherFinetuneConfig, finetune
-        from .teacher.labeling import label
+        from .teacher.llm_labels import label
 
         # profiles fine-tune with different settings: keep their checkpoints apart
         name = f"{dataset}-{finetune_kw.get('backbone', 'tiny')}"
@@ -147,7 +147,7 @@ def step_figures(tags: dict[str, str] | None = None) -> Step:
 def step_scaling(models: str, nodes: str, extra: list[str] | None = None) -> Step:
     def run(ctx: PipelineContext) -> None:
         out = ctx.out / "scaling" / f"{ctx.profile}.json"
-        cmd = [sys.executable, "-m", "benchmarks.scaling", "--models", models, "--nodes", nodes,
+        cmd = [sys.executable, "-m", "perf.scaling", "--models", models, "--nodes", nodes,
                "--out", str(out), *(extra or [])]
         subprocess.run(cmd, cwd=REPO_ROOT, check=True)
         ctx.say(f"scaling rows: {out}")

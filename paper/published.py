@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .frame import METRIC_LABELS, METRICS, metric_column
-from .render import Cell, Section, Table, write_tables
+from .table_markup import Cell, Section, Table, write_tables
 
 
 @dataclass(frozen=True)

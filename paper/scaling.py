@@ -1,6 +1,6 @@
 """Scaling rows (latency and memory against the number of nodes N) and their table.
 
-Rows come from ``results/scaling/*.json`` (written by ``benchmarks/scaling.py``): each file holds
+Rows come from ``results/scaling/*.json`` (written by ``perf/scaling.py``): each file holds
 one row, a list of rows, or ``{"rows": [...]}``; a row is ``{model, num_nodes, status ("ok" |
 "oom" | "error"), device, latency_ms_median, latency_ms_p95, peak_memory_mb_inference, ...}``.
 Run records whose efficiency carries ``num_nodes`` (or whose sweep tag is ``scaling``) add rows
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .frame import model_sort_key
-from .render import Cell, Section, Table, write_tables
+from .table_markup import Cell, Section, Table, write_tables
 
 REQUIRED = ("model", "num_nodes")
 STATUSES = ("ok", "oom", "error")

@@ -27,7 +27,7 @@ from .frame import (
     rows_of,
     with_unpooled_keys,
 )
-from .render import Cell, Section, Table, mark_best, write_tables
+from .table_markup import Cell, Section, Table, mark_best, write_tables
 
 ABLATION_MODELS = {
     "flowdistill": "full method",

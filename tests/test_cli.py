@@ -167,11 +167,12 @@ def test_sweep_toml_keys_are_checked(tmp_path):
 
 
 def test_teacher_label_from_model_reuses_the_finished_run(home, tmp_path, monkeypatch, capsys):
-    from flowdistill.teacher import from_model
+    from flowdistill.teacher import model_labels as from_model
 
     calls = []
-    real = from_model.execute
-    monkeypatch.setattr(from_model, "execute", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = from_model.run_experiment
+    monkeypatch.setattr(from_model, "run_experiment",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     argv = ["teacher", "label", "--from-model", "mlp", *TINY, "--out", str(tmp_path / "lab")]
     assert main(argv) == 0
     first = capsys.readouterr().out.split("soft labels: ")[1].split()[0]

@@ -11,13 +11,12 @@ import torch
 
 from benchmark.data.protocol import protocol_hash
 from benchmark.models import ModelContext, build_model
-from flowdistill.teacher.labels import (
+from flowdistill.teacher.label_store import (
     SoftLabelError,
     SoftLabelStore,
-    labels_from_model,
-    model_label_metadata,
     version_key,
 )
+from flowdistill.teacher.model_labels import labels_from_model, model_label_metadata
 
 META = {"teacher_id": "llm:tiny", "adapter_hash": "a1", "template_hash": "t1",
         "protocol_hash": "p1", "backend": "hf", "backend_version": "4.50",

@@ -266,7 +266,7 @@ def test_site_pages_and_stale_pages_removed(board, tmp_path):
 
 
 def test_suite_rows_never_pool_sweeps_recipes_or_machines(tmp_path):
-    from benchmark.leaderboard.render import record_rows
+    from benchmark.leaderboard.boards import record_rows
 
     base = fake_record("r0", "m", 1.0)
     recs = [base,
@@ -291,7 +291,7 @@ def test_suite_rows_never_pool_sweeps_recipes_or_machines(tmp_path):
     ([{}], "not recorded", None),
 ])
 def test_converged_labels(fits, text, converged):
-    from benchmark.leaderboard.render import stop_summary
+    from benchmark.leaderboard.boards import stop_summary
 
     recs = [RunRecord.from_dict({**fake_record(f"r{i}", "m", 1.0).to_dict(), "fit": f})
             for i, f in enumerate(fits)]
@@ -590,7 +590,7 @@ def test_near_duplicate_rules(board, tmp_path):
 
 
 def test_bare_urls_in_text_stay_text_and_authors_are_shown(board):
-    from benchmark.leaderboard.render import entry_row
+    from benchmark.leaderboard.boards import entry_row
     from benchmark.leaderboard.site import item_path, render_site
 
     root, _ = board

@@ -12,9 +12,10 @@ import torch
 from benchmark.models import ModelContext, build_model, get_spec
 from benchmark.objectives import StepContext, SupervisedObjective
 from benchmark.trainer import TrainConfig, Trainer
+from flowdistill.distillation import DistillationConfig, DistillationObjective
 from flowdistill.models import VARIANTS, objective_for
-from flowdistill.objective import DistillationConfig, DistillationObjective
-from flowdistill.teacher.labels import SoftLabelStore, labels_from_model, model_label_metadata
+from flowdistill.teacher.label_store import SoftLabelStore
+from flowdistill.teacher.model_labels import labels_from_model, model_label_metadata
 
 SMALL = dict(embed_dim=8, node_dim=4, tod_dim=4, dow_dim=4, num_layers=1, num_samples=2)
 META = {"teacher_id": "test:start-encoding", "protocol_hash": "p"}

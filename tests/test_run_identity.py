@@ -50,7 +50,7 @@ def test_pinned_and_generated_datasets_keep_their_ids():
 
 
 def _store(tmp_path):
-    from flowdistill.teacher.labels import SoftLabelStore
+    from flowdistill.teacher.label_store import SoftLabelStore
 
     rng = np.random.default_rng(0)
     labels = rng.random((4, 2, 3, 1)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_teacher_id_carries_label_content_hash(tmp_path):
 
 
 def test_edited_labels_refused_on_open(tmp_path):
-    from flowdistill.teacher.labels import SoftLabelError, SoftLabelStore
+    from flowdistill.teacher.label_store import SoftLabelError, SoftLabelStore
 
     store = _store(tmp_path)
     labels = np.load(store.path / "labels.npy")

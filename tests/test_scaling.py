@@ -1,4 +1,4 @@
-"""benchmarks/scaling.py: kNN graph, the in-process measurement, and the child-process logic
+"""perf/scaling.py: kNN graph, the in-process measurement, and the child-process logic
 that records out-of-memory and out-of-time configurations as rows (tiny N, real subprocesses)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.scaling import (
+from paper.scaling import load_scaling
+from perf.scaling import (
     ScalingConfig,
     knn_graph,
     load_rows,
@@ -16,7 +17,6 @@ from benchmarks.scaling import (
     run_scaling,
     synthetic_batch,
 )
-from paper.scaling import load_scaling
 
 TINY = dict(batch_size=2, warmup=1, repeats=2, threads=1, timeout_s=60.0)
 

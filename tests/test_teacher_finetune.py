@@ -112,8 +112,8 @@ def test_resume_continues_where_it_stopped(tmp_path, trained, prepared, monkeypa
 
 
 def test_hf_labels_shape_and_original_units(tmp_path, trained, prepared):
-    from flowdistill.teacher.labeling import label
-    from flowdistill.teacher.labels import SoftLabelStore
+    from flowdistill.teacher.label_store import SoftLabelStore
+    from flowdistill.teacher.llm_labels import label
 
     store = label(trained, "synthetic", None, backend="hf", splits=("val",),
                   store_root=tmp_path / "labels", progress=False, dataset_options=OPTS)
@@ -137,7 +137,7 @@ def test_hf_labels_shape_and_original_units(tmp_path, trained, prepared):
 
 
 def test_label_reuses_a_store_that_holds_the_windows(tmp_path, trained, monkeypatch):
-    from flowdistill.teacher import labeling
+    from flowdistill.teacher import llm_labels as labeling
 
     root = tmp_path / "labels"
     kw = dict(backend="hf", store_root=root, progress=False, dataset_options=OPTS)
@@ -156,7 +156,7 @@ def test_label_reuses_a_store_that_holds_the_windows(tmp_path, trained, monkeypa
 
 def test_label_rejects_a_mismatched_protocol(trained):
     from benchmark.data.stdata import DataError
-    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.llm_labels import label
 
     with pytest.raises(DataError, match="horizon"):
         label(trained, "synthetic", {"horizon": 6}, dataset_options=OPTS, progress=False,
@@ -210,7 +210,7 @@ def test_resume_on_another_device_and_device_in_summary(tmp_path, trained, prepa
 
 
 def test_label_device_option_and_metadata(tmp_path, trained):
-    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.llm_labels import label
 
     store = label(trained, "synthetic", None, splits=("test",), store_root=tmp_path,
                   progress=False, dataset_options=OPTS, max_windows=2, device="auto")
@@ -227,7 +227,7 @@ def test_label_device_option_and_metadata(tmp_path, trained):
 
 def test_cli_teacher_label_passes_device(tmp_path, monkeypatch, trained):
     from benchmark.cli import main
-    from flowdistill.teacher import labeling
+    from flowdistill.teacher import llm_labels as labeling
 
     seen = {}
 
@@ -245,7 +245,7 @@ def test_cli_teacher_label_passes_device(tmp_path, monkeypatch, trained):
     assert main(["teacher", "label", "--checkpoint", str(trained), "--out", str(tmp_path)]) == 0
     assert seen["device"] == "cpu"
     # a forecaster teacher (--from-model) trains on --device
-    from flowdistill.teacher import from_model
+    from flowdistill.teacher import model_labels as from_model
 
     monkeypatch.setattr(from_model, "label_from_model",
                         lambda spec, **kw: seen.update(spec=spec) or Store())
@@ -260,7 +260,7 @@ def test_cli_teacher_label_passes_device(tmp_path, monkeypatch, trained):
 def test_cuda_finetune_and_labels_match_cpu(tmp_path, prepared):
     """The real GPU check: fine-tuning (with the ST encoder and its pre-training) and labelling
     on cuda give the CPU's numbers."""
-    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.llm_labels import label
 
     kw = dict(st_encoder=True, encoder_node_embedding=True, encoder_pretrain_epochs=1,
               encoder_hidden=16, head_hidden=16)

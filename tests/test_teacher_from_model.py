@@ -1,7 +1,7 @@
 """Forecaster teacher -> soft-label store -> distilled student, through the CLI."""
 
 from benchmark.cli import main
-from flowdistill.teacher.labels import SoftLabelStore
+from flowdistill.teacher.label_store import SoftLabelStore
 
 
 def test_teacher_label_from_model_then_distil(tmp_path, monkeypatch, capsys):

@@ -16,7 +16,7 @@ OPTS = {"num_nodes": 3, "num_days": 4, "steps_per_day": 24}
 
 def test_smollm2_loads_finetunes_and_labels(tmp_path):
     from flowdistill.teacher.finetune import TeacherFinetuneConfig, finetune, load_teacher
-    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.llm_labels import label
     from flowdistill.teacher.model import smollm2_gguf_path
 
     try:

@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory):
 
 def test_vllm_labels_match_hf(checkpoint, tmp_path):
     from flowdistill.teacher.finetune import read_config
-    from flowdistill.teacher.labeling import label
+    from flowdistill.teacher.llm_labels import label
 
     kw = dict(splits=("val", "test"), progress=False, dataset_options=OPTS)
     hf = label(checkpoint, backend="hf", store_root=tmp_path / "hf", **kw)

@@ -49,7 +49,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..cli import adhoc_dirs, spec_from_args
+    from ..cli_args import adhoc_dirs, spec_from_args
     from .predict import SubmissionInfo, export_submission
 
     spec = spec_from_args(args)
@@ -84,7 +84,7 @@ def add_leaderboard_commands(sub: argparse._SubParsersAction) -> None:
     _add_store_args(r)
     r.set_defaults(func=cmd_render)
 
-    from ..cli import add_run_arguments
+    from ..cli_args import add_run_arguments
 
     pr = sub.add_parser("predict", help="train (or reuse) a model and export a leaderboard "
                                         "submission of its test predictions (ad-hoc runs live "

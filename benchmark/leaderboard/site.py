@@ -25,7 +25,7 @@ import math
 import re
 from collections import defaultdict
 
-from .render import Row, group_rows, protocol_line
+from .boards import Row, group_rows, protocol_line
 
 SCRIPT = """(function () {
   'use strict';

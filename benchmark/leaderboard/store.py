@@ -28,7 +28,7 @@ from pathlib import Path
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..records import load_records, now_iso
 from . import npzsafe
-from .render import render_pages
+from .boards import render_pages
 from .schema import SubmissionError
 from .validate import ValidationResult, validate_submission
 

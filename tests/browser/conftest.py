@@ -15,7 +15,7 @@ import pytest
 from benchmark.data.protocol import protocol_hash
 from benchmark.data.registry import get_dataset_spec
 from benchmark.leaderboard import load_entries, render, submit
-from benchmark.leaderboard.render import entry_row, record_rows
+from benchmark.leaderboard.boards import entry_row, record_rows
 from benchmark.leaderboard.screenshots import DEFAULT_CHROMIUM
 from benchmark.records import RunRecord, load_records, write_record
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import PromptBatch
+from .base import PromptBatch
 
 
 class HFBackend:
@@ -40,7 +40,7 @@ class HFBackend:
 
     @property
     def version(self) -> str:
-        from . import backend_version
+        from .base import backend_version
 
         return backend_version("hf")
 

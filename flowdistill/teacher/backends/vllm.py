@@ -36,7 +36,7 @@ import tempfile
 import numpy as np
 import torch
 
-from . import PromptBatch
+from .base import PromptBatch
 
 
 class VLLMBackend:
@@ -95,7 +95,7 @@ class VLLMBackend:
 
     @property
     def version(self) -> str:
-        from . import backend_version
+        from .base import backend_version
 
         return backend_version("vllm")
 

@@ -3,7 +3,7 @@
 69 nodes (synthetic kNN graph), T_in = T_out = 12, C = 2, batch 1 and batch 64, eval mode, no
 grad, one torch thread. Run ``pytest benchmarks --benchmark-only`` (``tox -e bench``); compare
 within a group (``--benchmark-group-by=group``, the default). The same protocol against N is
-``python -m benchmarks.scaling``.
+``python -m perf.scaling``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.models import build_model, count_parameters
-from benchmarks.scaling import synthetic_batch
+from perf.scaling import synthetic_batch
 
 MODELS = ("flowdistill", "stgcn", "gwnet")
 BATCH_SIZES = (1, 64)

@@ -31,8 +31,8 @@ def torch_threads():
 
 @pytest.fixture(scope="session")
 def scaling_config():
-    """T_in = T_out = 12, C = 2, 48 slots a day, 8-NN graph, seed 0 (benchmarks.scaling)."""
-    from benchmarks.scaling import ScalingConfig
+    """T_in = T_out = 12, C = 2, 48 slots a day, 8-NN graph, seed 0 (perf.scaling)."""
+    from perf.scaling import ScalingConfig
 
     return ScalingConfig()
 
@@ -46,6 +46,6 @@ def bench_nodes() -> int:
 @pytest.fixture(scope="session")
 def bench_context(scaling_config, bench_nodes):
     """The :class:`~benchmark.models.ModelContext` of an N-node synthetic kNN graph."""
-    from benchmarks.scaling import model_context
+    from perf.scaling import model_context
 
     return model_context(bench_nodes, scaling_config)

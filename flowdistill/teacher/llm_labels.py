@@ -1,5 +1,5 @@
 """Soft labels from a fine-tuned LLM teacher: run a backend over every (window, node) prompt of
-the windows asked for and write a :class:`~flowdistill.teacher.labels.SoftLabelStore`.
+the windows asked for and write a :class:`~flowdistill.teacher.label_store.SoftLabelStore`.
 
 The teacher's own scaler (saved in its checkpoint) scales the ST-encoder inputs and inverts the
 head's outputs, so the labels are in original units whatever the labelling protocol's training
@@ -109,9 +109,9 @@ def label(checkpoint_dir: str | Path, dataset_id: str | None = None,
             vllm backend places its model itself and takes "cpu" only here.
 
     Returns:
-        The opened :class:`~flowdistill.teacher.labels.SoftLabelStore`.
+        The opened :class:`~flowdistill.teacher.label_store.SoftLabelStore`.
     """
-    from .labels import SoftLabelStore
+    from .label_store import SoftLabelStore
 
     if backend != "hf" and device != "cpu":
         raise ValueError(f"device={device!r} applies to the hf backend; the {backend} backend "
@@ -183,7 +183,7 @@ def _existing_store(store_root: str | Path, key_fields: dict, starts: np.ndarray
     rerun reuses it instead of labelling again); None when there is none. A store with the same
     key that lacks some of the windows is an error: relabel with ``overwrite`` or use another
     ``store_root``."""
-    from .labels import SoftLabelStore, version_key
+    from .label_store import SoftLabelStore, version_key
 
     path = Path(store_root) / version_key(key_fields)
     if not path.exists():

@@ -15,7 +15,7 @@ and the median is reported. vLLM's start-up time is reported separately. Both si
 use the same number of torch threads (vLLM on CPU runs its model with one thread unless
 OMP_NUM_THREADS says otherwise). Run in the vllm env:
 
-    VLLM_CPU_KVCACHE_SPACE=1 /work/venv-vllm/bin/python benchmarks/bench_teacher_throughput.py \
+    VLLM_CPU_KVCACHE_SPACE=1 /work/venv-vllm/bin/python perf/bench_teacher_throughput.py \
         --dataset nyc_taxi_manhattan --prompts 2000 --out results/teacher_throughput.md
 """
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     out = run(args)
-    text = render(out, "benchmarks/bench_teacher_throughput.py " + " ".join(
+    text = render(out, "perf/bench_teacher_throughput.py " + " ".join(
         argv if argv is not None else sys.argv[1:]))
     print(text)
     if args.out:

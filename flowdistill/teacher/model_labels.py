@@ -2,28 +2,33 @@
 
 The teacher run is an ordinary recorded run (tag ``teacher``) on all of the training data;
 its best weights then label every training, validation and test window, and the labels go into a
-:class:`~flowdistill.teacher.labels.SoftLabelStore` keyed by the teacher's weights and the
+:class:`~flowdistill.teacher.label_store.SoftLabelStore` keyed by the teacher's weights and the
 protocol.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from benchmark.data.protocol import protocol_hash
 from benchmark.experiment import (
     REPO_ROOT,
     RunSpec,
     default_runs_dir,
-    execute,
     load_prepared,
     load_trained_model,
+    run_experiment,
 )
 from benchmark.records import is_finished
 
-from .labels import SoftLabelStore, labels_from_model, model_label_metadata, version_key
+from .label_store import SoftLabelStore, version_key
 
 LABEL_SPLITS = ("train_all", "val", "test")
 
@@ -58,9 +63,9 @@ def label_from_model(spec: RunSpec, label_root: Path | None = None,
             raise FileNotFoundError(f"{e} (its record is in {records_dir}); --force retrains "
                                     "the teacher") from e
     else:
-        _, trainer = execute(spec, records_dir, runs_dir, prepared=prepared, force=force,
-                             command=f"teacher label --from-model {spec.model}")
-        model = trainer.model
+        run_experiment(spec, records_dir, runs_dir, prepared=prepared, force=force,
+                       command=f"teacher label --from-model {spec.model}")
+        model = load_trained_model(spec, prepared, runs_dir)
     labels, starts = labels_from_model(model, prepared, splits)
     meta = model_label_metadata(spec.model, model, prepared, teacher_run_id=spec.run_id(),
                                 labelled_splits=list(splits))
@@ -109,3 +114,71 @@ def _register() -> None:
 
 
 _register()
+
+
+@torch.no_grad()
+def labels_from_model(trainer_or_model, prepared, splits: tuple[str, ...] = ("train",),
+                      batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions of a trained forecaster as soft labels (the "is an LLM needed?" teacher).
+
+    Args:
+        trainer_or_model: a :class:`~benchmark.trainer.Trainer` (its ``.model`` is used) or a
+            forecaster module, already trained.
+        prepared: the :class:`~benchmark.data.windows.PreparedData` of the protocol.
+        splits: which windows to label (``"train"`` = the visible training windows,
+            ``"train_all"`` = every training window, ``"val"``, ``"test"``).
+
+    Returns:
+        ``(labels [W, T_out, N, C_out] float32 original units, starts [W] int64)`` in the order
+        of the splits' window starts (duplicates across splits removed).
+    """
+    model = getattr(trainer_or_model, "model", trainer_or_model)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"expected a Trainer or nn.Module, got {type(trainer_or_model).__name__}")
+    starts = np.concatenate([prepared.starts(s) for s in splits]).astype(np.int64)
+    _, first = np.unique(starts, return_index=True)
+    starts = starts[np.sort(first)]
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(starts), batch_size):
+            batch = prepared.make_batch(starts[i:i + batch_size]).to(device)
+            out.append(prepared.inverse_targets(model(batch)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    t_out, n, c = prepared.protocol.horizon, prepared.num_nodes, prepared.out_channels
+    labels = np.concatenate(out) if out else np.zeros((0, t_out, n, c), np.float32)
+    return labels.astype(np.float32, copy=False), starts
+
+
+def state_dict_hash(model: torch.nn.Module) -> str:
+    """sha256 (first 16 hex) of a module's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_label_metadata(model_name: str, model: torch.nn.Module, prepared, **extra) -> dict:
+    """Store metadata for labels made by :func:`labels_from_model` from a registered model."""
+    p = prepared.protocol
+    md = {
+        "teacher_id": f"forecaster:{model_name}",
+        "adapter_hash": state_dict_hash(model),
+        "template_hash": None,
+        "protocol_hash": protocol_hash(prepared.dataset_id, p),
+        "backend": "torch",
+        "backend_version": torch.__version__,
+        "dataset": prepared.dataset_id,
+        "protocol": p.to_dict(),
+        "teacher_train_fraction": p.train_fraction,
+        "producer": f"{__name__}.labels_from_model",
+    }
+    md.update(extra)
+    return md

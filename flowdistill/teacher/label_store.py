@@ -52,8 +52,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.data.protocol import protocol_hash
-
 FORMAT = "flowdistill-soft-labels"
 FORMAT_VERSION = 1
 ARRAY_FILES = ("labels.npy", "starts.npy", "mask.npy")
@@ -286,72 +284,3 @@ class SoftLabelStore:
     def __repr__(self) -> str:
         return (f"SoftLabelStore({str(self.path)!r}, windows={len(self.starts)}, "
                 f"coverage={self.coverage:.3f})")
-
-
-# ------------------------------------------------- labels from any registered forecaster
-@torch.no_grad()
-def labels_from_model(trainer_or_model, prepared, splits: tuple[str, ...] = ("train",),
-                      batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions of a trained forecaster as soft labels (the "is an LLM needed?" teacher).
-
-    Args:
-        trainer_or_model: a :class:`~benchmark.trainer.Trainer` (its ``.model`` is used) or a
-            forecaster module, already trained.
-        prepared: the :class:`~benchmark.data.windows.PreparedData` of the protocol.
-        splits: which windows to label (``"train"`` = the visible training windows,
-            ``"train_all"`` = every training window, ``"val"``, ``"test"``).
-
-    Returns:
-        ``(labels [W, T_out, N, C_out] float32 original units, starts [W] int64)`` in the order
-        of the splits' window starts (duplicates across splits removed).
-    """
-    model = getattr(trainer_or_model, "model", trainer_or_model)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"expected a Trainer or nn.Module, got {type(trainer_or_model).__name__}")
-    starts = np.concatenate([prepared.starts(s) for s in splits]).astype(np.int64)
-    _, first = np.unique(starts, return_index=True)
-    starts = starts[np.sort(first)]
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(starts), batch_size):
-            batch = prepared.make_batch(starts[i:i + batch_size]).to(device)
-            out.append(prepared.inverse_targets(model(batch)).float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    t_out, n, c = prepared.protocol.horizon, prepared.num_nodes, prepared.out_channels
-    labels = np.concatenate(out) if out else np.zeros((0, t_out, n, c), np.float32)
-    return labels.astype(np.float32, copy=False), starts
-
-
-def state_dict_hash(model: torch.nn.Module) -> str:
-    """sha256 (first 16 hex) of a module's parameters and buffers, in state-dict order."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def model_label_metadata(model_name: str, model: torch.nn.Module, prepared, **extra) -> dict:
-    """Store metadata for labels made by :func:`labels_from_model` from a registered model."""
-    p = prepared.protocol
-    md = {
-        "teacher_id": f"forecaster:{model_name}",
-        "adapter_hash": state_dict_hash(model),
-        "template_hash": None,
-        "protocol_hash": protocol_hash(prepared.dataset_id, p),
-        "backend": "torch",
-        "backend_version": torch.__version__,
-        "dataset": prepared.dataset_id,
-        "protocol": p.to_dict(),
-        "teacher_train_fraction": p.train_fraction,
-        "producer": f"{__name__}.labels_from_model",
-    }
-    md.update(extra)
-    return md

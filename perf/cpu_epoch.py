@@ -2,7 +2,7 @@
 
 Usage::
 
-    FLOWDISTILL_DATA=/work/shared/data python -m benchmarks.cpu_epoch \\
+    FLOWDISTILL_DATA=/work/shared/data python -m perf.cpu_epoch \\
         --models gwnet,stgcn,flowdistill-noteacher --repeats 3 --jobs 1,2 \\
         --out results/cpu_epoch/<name>
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs_list = [int(j) for j in args.jobs.split(",")]
     cpus = os.cpu_count() or 1
     rows: list[dict] = []
-    meta = {"command": "python -m benchmarks.cpu_epoch " + shlex.join(argv or sys.argv[1:]),
+    meta = {"command": "python -m perf.cpu_epoch " + shlex.join(argv or sys.argv[1:]),
             "dataset": args.dataset, "fraction": args.fraction, "repeats": args.repeats,
             "models": models, "variants": [v[0] for v in variants],
             "machine": f"{platform.processor() or platform.machine()}, {cpus} cpus",

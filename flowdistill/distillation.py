@@ -10,7 +10,7 @@
 * the model's own regulariser (the student's VIB KL) weighted by its annealed beta_e
   (:func:`benchmark.objectives.add_model_regulariser`).
 
-The teacher labels come from a :class:`~flowdistill.teacher.labels.SoftLabelStore`, which the
+The teacher labels come from a :class:`~flowdistill.teacher.label_store.SoftLabelStore`, which the
 trainer hands to the batch loader; each batch's labels are looked up by window start, so they
 stay paired with their windows under shuffling.
 """
@@ -68,7 +68,7 @@ class DistillationObjective(Objective):
     """Distillation from stored teacher labels (or the same loss without a teacher).
 
     Args:
-        teacher: a :class:`~flowdistill.teacher.labels.SoftLabelStore` (anything with
+        teacher: a :class:`~flowdistill.teacher.label_store.SoftLabelStore` (anything with
             ``gather(starts)``), or None: then the loss is the plain ground-truth loss plus the
             model regulariser (the ``-noteacher`` and ``mlp`` variants, same distance).
         config: :class:`DistillationConfig`.

@@ -3,7 +3,7 @@ average (``ha-slot``) on the same random (window, node) validation pairs.
 
 Usage (the acceptance run of the teacher issue; about 30 min on one shared CPU core):
 
-    FLOWDISTILL_DATA=/work/shared/data .venv/bin/python benchmarks/teacher_vs_ha.py \
+    FLOWDISTILL_DATA=/work/shared/data .venv/bin/python perf/teacher_vs_ha.py \
         --dataset nyc_taxi_manhattan --steps 500 --out runs/teacher/nyc_tiny \
         --report results/teacher_nyc_taxi_manhattan.md
 """
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "eval_prompts_per_second": round(a.eval_pairs / eval_s, 1)}
     print(json.dumps(result, indent=2, default=str))
     if a.report:
-        cmd = "FLOWDISTILL_DATA=... .venv/bin/python benchmarks/teacher_vs_ha.py " + \
+        cmd = "FLOWDISTILL_DATA=... .venv/bin/python perf/teacher_vs_ha.py " + \
             " ".join(argv if argv is not None else sys.argv[1:])
         text = (f"# Tiny LLM teacher vs historical average on {a.dataset} (validation)\n\n"
                 f"Command: `{cmd}`\n\n"

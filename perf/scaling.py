@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.scaling --models flowdistill,gwnet,stgcn \\
+    python -m perf.scaling --models flowdistill,gwnet,stgcn \\
         --nodes 69,500,1000,2000,5000,10000 --out results/scaling/<name>.json
 
 For each (model, N) a *child process* builds the model on a random kNN graph of N nodes
@@ -346,7 +346,7 @@ def run_one(model_name: str, num_nodes: int, cfg: ScalingConfig, device: str) ->
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         if cfg.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg.threads)
-        cmd = [sys.executable, "-m", "benchmarks.scaling", "--child", model_name,
+        cmd = [sys.executable, "-m", "perf.scaling", "--child", model_name,
                str(num_nodes), json.dumps(asdict(cfg)), str(result)]
         t0 = time.perf_counter()
         with open(log, "wb") as err:
@@ -490,7 +490,7 @@ def _csv(text: str, kind: type = str) -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     d = ScalingConfig()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=(
+    p = argparse.ArgumentParser(prog="python -m perf.scaling", description=(
         "Latency and peak inference memory vs the number of nodes on synthetic kNN graphs; "
         "each (model, N) runs in a child process under memory and time limits."))
     p.add_argument("--models", type=_csv, default=["flowdistill", "gwnet", "stgcn"],
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ScalingConfig(**values)
     except ValueError as e:
         build_parser().error(str(e))
-    command = "python -m benchmarks.scaling " + shlex.join(argv)
+    command = "python -m perf.scaling " + shlex.join(argv)
     rows = run_scaling(args.models, args.nodes, cfg, args.out, redo_failed=args.redo_failed,
                        progress=not args.no_progress, command=command)
     print(f"wrote {args.out} ({len(rows)} rows)")

@@ -1,3 +1,0 @@
-"""Efficiency benchmarks: pytest-benchmark forward latency (``pytest benchmarks
---benchmark-only``) and the latency / memory vs N scaling run (``python -m benchmarks.scaling``).
-"""
