@@ -2,21 +2,24 @@
 
 Readers see the old file or the new one, never a torn one; two writers never share a temporary
 name; a crash leaves at most a hidden ``.<name>.*.tmp`` file, never a half-written target.
-Records, checkpoints, label stores, tables, figures, the leaderboard and caches all write
-through :func:`atomic_file` (or the ``atomic_write_*`` shorthands built on it).
+Records, checkpoints, tables, figures, the leaderboard and caches all write through
+:func:`atomic_file` (or the ``atomic_write_*`` shorthands built on it); artifacts that are a
+directory of files (soft-label stores, converted model caches) through :func:`atomic_dir`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "fsync_dir", "file_mode"]
+__all__ = ["atomic_file", "atomic_dir", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "fsync_dir", "file_mode", "dir_mode"]
 
 
 def file_mode() -> int:
@@ -24,6 +27,13 @@ def file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def dir_mode() -> int:
+    """0o777 minus the process umask (``mkdtemp`` creates directories 0o700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def fsync_dir(path: Path) -> None:
@@ -93,3 +103,42 @@ def atomic_write_json(path: str | Path, obj: object, exclusive: bool = False,
     """:func:`atomic_write_text` of ``json.dumps(obj)`` with a trailing newline."""
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n",
                       exclusive=exclusive)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; when the block ends without an exception
+    every file in it is fsync'd and the directory is renamed onto ``path``.
+
+    Readers see the whole old artifact or the whole new one. ``path`` existing raises
+    :class:`FileExistsError` (before the block runs and again at the rename, if another writer
+    won the race) unless ``overwrite``: then the old directory is moved aside, the new one
+    renamed in, and the old one removed. On an exception the temporary directory is removed.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                _fsync_file(str(f))
+        os.chmod(tmp, dir_mode())
+        if path.exists() and overwrite:
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, path)
+            except OSError as e:  # another writer created ``path`` meanwhile
+                if path.exists():
+                    raise FileExistsError(f"{path}: already exists") from e
+                raise
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .allocator import tune_malloc
+from .atomic import atomic_write_text
 from .cli_args import (
     add_debug_flag,
     add_run_arguments,
@@ -107,10 +108,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     agg = aggregate(frame, metrics=("mae", "rmse", "mape", "mae_all"))
     table = format_mean_std(agg, ("mae", "rmse", "mape", "mae_all"))
     if args.csv:
-        agg.to_csv(args.csv, index=False)
+        atomic_write_text(args.csv, agg.to_csv(index=False))
     md = table.to_markdown(index=False)
     if args.markdown:
-        Path(args.markdown).write_text(md + "\n")
+        atomic_write_text(args.markdown, md + "\n")
     print(md)
     return 0
 

@@ -8,7 +8,6 @@ the PDFs.
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
+from benchmark.atomic import atomic_file
 from benchmark.records import aggregate
 
 from .frame import (
@@ -131,12 +131,8 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
         path = out_dir / f"{stem}.{ext}"
-        tmp = out_dir / f".{stem}.{ext}.tmp"
-        try:
+        with atomic_file(path) as tmp:
             fig.savefig(tmp, format=ext, metadata=meta, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
 

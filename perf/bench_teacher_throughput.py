@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_write_text
 from flowdistill.teacher.backends import PromptSource, get_backend
 from flowdistill.teacher.finetune import load_prepared
 from flowdistill.teacher.model import STTeacher, build_tiny
@@ -173,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:]))
     print(text)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(Path(args.out), text)
     return 0
 
 

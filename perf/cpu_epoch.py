@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark.atomic import atomic_write_text
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("gwnet", "stgcn", "flowdistill-noteacher")
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                                for v in part["meta"]["variants"]))}
         text = render_markdown(rows, meta)
         if args.out is not None:
-            Path(f"{args.out}.md").write_text(text)
+            atomic_write_text(f"{args.out}.md", text)
         print(text)
         return 0
 
@@ -219,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         if args.out is None:
             return
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                            indent=1))
-        Path(f"{args.out}.md").write_text(render_markdown(rows, meta))
+        atomic_write_text(f"{args.out}.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+        atomic_write_text(f"{args.out}.md", render_markdown(rows, meta))
 
     for model in models:
         for jobs in jobs_list:

@@ -279,9 +279,9 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    from benchmark.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data))
 
 
 def child_main(model_name: str, num_nodes: int, cfg: ScalingConfig, result: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_write_text
 from benchmark.simple_models import HistoricalSlotMean
 from flowdistill.teacher.backends import PromptSource
 from flowdistill.teacher.finetune import (
@@ -102,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"|---|---|\n| {meta['teacher_id']} (not pretrained) | {mae_teacher:.3f} |\n"
                 f"| ha-slot | {mae_ha:.3f} |\n\n"
                 f"```json\n{json.dumps(result, indent=2, default=str)}\n```\n")
-        path = Path(a.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(Path(a.report), text)
     return 0
 
 

@@ -39,11 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
-import shutil
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -51,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmark.atomic import atomic_dir
 
 FORMAT = "flowdistill-soft-labels"
 FORMAT_VERSION = 1
@@ -159,13 +158,11 @@ class SoftLabelStore:
         mask = np.ascontiguousarray(mask, dtype=np.bool_)
         _check_arrays(labels, starts, mask, str(final))
 
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final, overwrite=overwrite) as tmp:
             files = {}
             for name, arr in zip(ARRAY_FILES, (labels, starts, mask), strict=True):
-                np.save(tmp / name, arr, allow_pickle=False)
+                with open(tmp / name, "wb") as f:
+                    np.save(f, arr, allow_pickle=False)
                 files[name] = {"sha256": _sha256(tmp / name), "shape": list(arr.shape),
                                "dtype": str(arr.dtype)}
             nonfinite = int((~np.isfinite(labels[mask])).reshape(int(mask.sum()), -1)
@@ -183,18 +180,7 @@ class SoftLabelStore:
                 "files": files,
                 "metadata": metadata,
             }
-            with open(tmp / META_FILE, "w") as f:
-                json.dump(meta, f, indent=2, sort_keys=True, default=str)
-            if final.exists():  # overwrite=True: move the old one aside, then swap
-                trash = root / f".{key}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(final, trash)
-                os.rename(tmp, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return cls(final, labels, starts, mask, meta)
 
     # --------------------------------------------------------------------- reading

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.atomic import atomic_dir
+
 from .prompts import SPECIAL_TOKENS, ST_HIS, ST_PRE
 from .tokenizer import add_st_tokens, st_token_ids
 
@@ -120,11 +122,10 @@ def load_pretrained(backbone: str):
                                                          dtype=torch.float32)
             _forget_gguf(model)
             try:
-                tmp = cache.with_name(cache.name + ".tmp")
-                model.save_pretrained(tmp)
-                tok.save_pretrained(tmp)
-                tmp.rename(cache)
-            except OSError:  # a cache is an optimisation only
+                with atomic_dir(cache) as tmp:
+                    model.save_pretrained(tmp)
+                    tok.save_pretrained(tmp)
+            except OSError:  # a cache is an optimisation only (FileExistsError: another won)
                 pass
         return model.float(), tok, info
     model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
