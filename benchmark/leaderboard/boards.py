@@ -404,14 +404,3 @@ def render_markdown(rows: list[Row], n_entries: int, n_records: int) -> str:
             lines.append("| " + " | ".join(out) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
-
-
-def render_pages(entries: list[dict], records: list[RunRecord]) -> dict[str, str]:
-    """``{relative path: text}``: ``README.md`` and every page of the static site
-    (:mod:`.site`: ``index.html``, ``boards/*.html``, ``pages/*.html``)."""
-    from .site import render_site
-
-    rows = [entry_row(e) for e in entries] + record_rows(records)
-    n_rec = sum(1 for r in records if r.status == "finished")
-    return {"README.md": render_markdown(rows, len(entries), n_rec),
-            **render_site(rows, len(entries), n_rec)}

@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..records import load_records, now_iso
+from ..records import RunRecord, load_records, now_iso
 from . import npzsafe
-from .boards import render_pages
+from .boards import entry_row, record_rows, render_markdown
 from .schema import SubmissionError
+from .site import render_site
 from .validate import ValidationResult, validate_submission
 
 try:
@@ -168,6 +169,15 @@ def locked(root: Path) -> Iterator[None]:
 def _create_exclusive(path: Path, text: str) -> None:
     """Write a new file atomically; fail if ``path`` exists."""
     atomic_write_text(path, text, exclusive=True)
+
+
+def render_pages(entries: list[dict], records: list[RunRecord]) -> dict[str, str]:
+    """``{relative path: text}``: ``README.md`` and every page of the static site
+    (:mod:`.site`: ``index.html``, ``boards/*.html``, ``pages/*.html``)."""
+    rows = [entry_row(e) for e in entries] + record_rows(records)
+    n_rec = sum(1 for r in records if r.status == "finished")
+    return {"README.md": render_markdown(rows, len(entries), n_rec),
+            **render_site(rows, len(entries), n_rec)}
 
 
 def rendered_files(root: Path) -> dict[str, bytes]:
