@@ -1,9 +1,9 @@
 """Seeded digests of the models built from the shared layers (:mod:`baselines.layers`).
 
 ``reference.json`` beside this file was written by this script from the tree *before* the layers
-were shared (commit 4ac74cf), so ``tests/test_layers.py`` can check that STID, the FlowDistill
-student, DCRNN and Graph WaveNet still create their parameters in the same order (same seeded
-values), keep their ``state_dict`` keys and compute the same outputs and gradients.
+were shared (main at a605ca0, CPU, one thread), so ``tests/test_layers.py`` can check that STID,
+the FlowDistill student, DCRNN and Graph WaveNet still create their parameters in the same order
+(same seeded values), keep their ``state_dict`` keys and compute the same outputs and gradients.
 
 Regenerate (only for an intended change of a model) from the repository root::
 
