@@ -19,8 +19,10 @@ Deviations / choices:
   loop and ``Batch.y`` is in original units. When ``scheduled_sampling=True`` the model reads the
   scaled ground truth of the training windows from ``series`` (the harness's scaled series) at
   ``start + input_len + t`` and counts its own training batches; evaluation never reads it.
-- Diffusion powers are computed as written in eq. 2 (P^k X); the authors' code uses the
-  recurrence 2 P x_{k-1} - x_{k-2} on transposed supports.
+- Diffusion powers are computed as written in eq. 2 (P^k X, :func:`baselines.layers.
+  diffusion_terms`, shared with Graph WaveNet); the authors' code uses the recurrence
+  2 P x_{k-1} - x_{k-2} (without resetting x_{k-2} between the two supports) on transposed
+  supports, and orders the stacked terms feature-major.
 - ``time_of_day=True`` (the authors' METR-LA setting, input_dim = 2) appends slot /
   steps_per_day to the encoder input; the decoder input is the C_out target channels only.
 """
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines import graph
+from baselines import graph, layers
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -58,7 +60,12 @@ CITATION = ("Li, Yu, Shahabi, Liu. Diffusion Convolutional Recurrent Neural Netw
 
 
 class DiffusionGraphConv(nn.Module):
-    """Eq. 2 on node features: x [B, N, D] -> [B, N, out]; ``supports`` [S, N, N]."""
+    """Eq. 2 on node features: x [B, N, D] -> [B, N, out]; ``supports`` [S, N, N].
+
+    The terms ``[X, S_1 X, ..., S_S^K X]`` (:func:`baselines.layers.diffusion_terms`, the
+    stack Graph WaveNet shares) concatenated on the feature axis, then one linear map (the
+    filters theta) with Xavier-normal weights and the bias started at ``bias_init``.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, num_supports: int, max_diffusion_step: int,
                  bias_init: float) -> None:
@@ -69,13 +76,8 @@ class DiffusionGraphConv(nn.Module):
         nn.init.constant_(self.linear.bias, bias_init)
 
     def forward(self, x: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
-        terms = [x]
-        for s in supports:
-            h = x
-            for _ in range(self.k):
-                h = torch.einsum("nm,bmd->bnd", s, h)
-                terms.append(h)
-        return self.linear(torch.cat(terms, dim=-1))
+        return self.linear(layers.diffusion_terms(x, supports, self.k, node_dim=1,
+                                                  feature_dim=-1))
 
 
 class DCGRUCell(nn.Module):
@@ -106,9 +108,7 @@ class DCRNN(Forecaster):
                  cl_decay_steps: int = 2000) -> None:
         super().__init__()
         a = graph.require_adjacency(adjacency, num_nodes, "DCRNN")
-        p_f, p_b = graph.transition_matrices(a)
-        self.register_buffer("supports", torch.tensor(np.stack([p_f, p_b]), dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("supports", layers.dual_random_walk_supports(a), persistent=False)
         self.num_nodes, self.input_len = num_nodes, input_len
         self.horizon, self.out_channels = horizon, out_channels
         self.steps_per_day, self.time_of_day = steps_per_day, time_of_day
@@ -147,10 +147,7 @@ class DCRNN(Forecaster):
         return y.to(device=batch.x.device, dtype=batch.x.dtype)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        x = batch.x
-        if self.time_of_day:
-            tod = (batch.x_tod.to(x.dtype) / self.steps_per_day)[:, :, None, None]
-            x = torch.cat([x, tod.expand(-1, -1, x.shape[2], 1)], dim=-1)
+        x = layers.with_time_of_day(batch, self.steps_per_day) if self.time_of_day else batch.x
         b, t_in, n, _ = x.shape
         h = [x.new_zeros(b, n, self.units) for _ in self.encoder]
         for t in range(t_in):

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines import graph
+from baselines import graph, layers
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -57,17 +57,11 @@ CITATION = ("Wu, Pan, Long, Jiang, Zhang. Graph WaveNet for Deep Spatial-Tempora
             "Modeling. IJCAI 2019.")
 
 
-def with_time_of_day(batch: Batch, steps_per_day: int) -> torch.Tensor:
-    """x: [B, T, N, C] -> [B, T, N, C + 1] with x_tod / steps_per_day as the last channel."""
-    x = batch.x
-    tod = (batch.x_tod.to(x.dtype) / steps_per_day)[:, :, None, None]
-    return torch.cat([x, tod.expand(-1, -1, x.shape[2], 1)], dim=-1)
-
-
 class DiffusionConv(nn.Module):
     """Eq. 7: concat[X, S_1 X, ..., S_1^K X, S_2 X, ...] -> 1x1 conv -> dropout.
 
-    x: [B, c_in, N, L], supports: list of [N, N] -> [B, c_out, N, L].
+    x: [B, c_in, N, L], supports: list of [N, N] -> [B, c_out, N, L]. The stack is
+    :func:`baselines.layers.diffusion_terms` (shared with DCRNN) on the channel axis.
     """
 
     def __init__(self, c_in: int, c_out: int, num_supports: int, order: int,
@@ -78,13 +72,8 @@ class DiffusionConv(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, supports: list[torch.Tensor]) -> torch.Tensor:
-        out = [x]
-        for s in supports:
-            h = x
-            for _ in range(self.order):
-                h = torch.einsum("nm,bcml->bcnl", s, h)
-                out.append(h)
-        return self.dropout(self.mlp(torch.cat(out, dim=1)))
+        terms = layers.diffusion_terms(x, supports, self.order, node_dim=2, feature_dim=1)
+        return self.dropout(self.mlp(terms))
 
 
 class GraphWaveNet(Forecaster):
@@ -106,7 +95,7 @@ class GraphWaveNet(Forecaster):
         supports = []
         if adjacency is not None:
             a = graph.as_adjacency(adjacency, num_nodes, name="GWNet adjacency")
-            supports = [torch.tensor(p, dtype=torch.float32) for p in graph.transition_matrices(a)]
+            supports = list(layers.dual_random_walk_supports(a))
         for i, s in enumerate(supports):
             self.register_buffer(f"support_{i}", s, persistent=False)
         self.num_fixed = len(supports)
@@ -147,7 +136,7 @@ class GraphWaveNet(Forecaster):
         return out
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        x = with_time_of_day(batch, self.steps_per_day) if self.time_of_day else batch.x
+        x = layers.with_time_of_day(batch, self.steps_per_day) if self.time_of_day else batch.x
         x = x.permute(0, 3, 2, 1)  # [B, C, N, T]
         if x.shape[-1] < self.receptive_field:
             x = F.pad(x, (self.receptive_field - x.shape[-1], 0))

@@ -13,8 +13,8 @@ The model (paper Fig. 2):
   per day of week (7), looked up at the *last input step* (``batch.x_tod[:, -1]``,
   ``batch.x_dow[:, -1]``);
 * the four are concatenated and passed through ``num_layers`` residual MLP blocks
-  ``H <- H + FC2(Dropout(ReLU(FC1(H))))`` and a linear regression layer to ``T_out``
-  steps.
+  ``H <- H + FC2(Dropout(ReLU(FC1(H))))`` (:class:`baselines.layers.ResidualMLP`, shared
+  with the FlowDistill student) and a linear regression layer to ``T_out`` steps.
 
 Defaults follow the paper (32-dim embeddings, 3 layers, dropout 0.15). Deviation: the release
 embeds only the first input channel; here all ``C`` input channels are flattened into the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from baselines.layers import ResidualMLP
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -38,19 +39,6 @@ RECIPE = Recipe(
            "[1, 50, 80] gamma 0.5, batch 32, 200 epochs, masked_mae)",
     optimizer="adam", lr=2e-3, weight_decay=1e-4, lr_milestones=(1, 50, 80), lr_gamma=0.5,
     batch_size=32, epochs=200, patience=None, grad_clip=None, loss="mae")
-
-
-class _ResidualMLP(nn.Module):
-    """``h + FC2(Dropout(ReLU(FC1(h))))`` (STID encoder block)."""
-
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
-        self.fc2 = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.fc2(self.drop(torch.relu(self.fc1(h))))
 
 
 @register_model(
@@ -102,7 +90,7 @@ class STID(Forecaster):
             if p is not None:
                 nn.init.xavier_uniform_(p)
         hidden = embed_dim + node_dim + tod_dim + dow_dim
-        self.encoder = nn.Sequential(*[_ResidualMLP(hidden, dropout) for _ in range(num_layers)])
+        self.encoder = nn.Sequential(*[ResidualMLP(hidden, dropout) for _ in range(num_layers)])
         self.regression = nn.Linear(hidden, horizon * out_channels)
 
     def forward(self, batch: Batch) -> torch.Tensor:

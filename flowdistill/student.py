@@ -11,7 +11,8 @@ Per node and window:
   day of week (7), looked up at the last input step (``batch.x_tod[:, -1]``,
   ``batch.x_dow[:, -1]``);
 * the four are concatenated to ``hidden = embed_dim + node_dim + tod_dim + dow_dim`` and passed
-  through ``num_layers`` residual blocks ``h <- h + FC2(Dropout(ReLU(FC1(h))))``;
+  through ``num_layers`` residual blocks ``h <- h + FC2(Dropout(ReLU(FC1(h))))`` (STID's
+  encoder block, :class:`baselines.layers.ResidualMLP`);
 * VIB head: the block output is split in two halves of ``K = hidden // 2``: ``mu`` and
   ``sigma = softplus(.)``; in training ``num_samples`` reparameterised samples
   ``z = mu + sigma * eps`` (Kingma & Welling 2014) are averaged; at evaluation ``z = mu``
@@ -32,23 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.layers import ResidualMLP
 from benchmark.batch import Batch
 from benchmark.models import Forecaster
 
 from .losses import BetaAnnealing, kl_standard_normal
-
-
-class ResidualBlock(nn.Module):
-    """``h + FC2(Dropout(ReLU(FC1(h))))`` on the last axis (FlowDistill Supplement A)."""
-
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
-        self.fc2 = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.fc2(self.drop(F.relu(self.fc1(h))))
 
 
 class FlowDistillStudent(Forecaster):
@@ -92,7 +81,7 @@ class FlowDistillStudent(Forecaster):
         self.dow_emb = nn.Parameter(torch.empty(7, dow_dim))
         for p in (self.node_emb, self.tod_emb, self.dow_emb):
             nn.init.xavier_uniform_(p)
-        self.blocks = nn.Sequential(*[ResidualBlock(self.hidden_dim, dropout)
+        self.blocks = nn.Sequential(*[ResidualMLP(self.hidden_dim, dropout)
                                       for _ in range(num_layers)])
         self.regression = nn.Linear(self.latent_dim, horizon * out_channels)
         self.beta_schedule = BetaAnnealing(beta_start, beta_end)

@@ -206,7 +206,7 @@ def test_gwnet_last_step_skip_matches_the_full_skip_path():
     last step taken) gives the same prediction."""
     from torch.nn import functional as F
 
-    from baselines.gwnet import with_time_of_day
+    from baselines.layers import with_time_of_day
 
     torch.manual_seed(0)
     m = build_model("gwnet", context(3, ring_adjacency())).eval()
