@@ -8,6 +8,13 @@ hold code shared by several datasets and register nothing.
 import importlib
 import pkgutil
 
-for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _m.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_m.name}")
+
+def import_all() -> None:
+    """Import every dataset module on this package's ``__path__`` (each registers itself);
+    modules already imported are not run again."""
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{m.name}")
+
+
+import_all()
