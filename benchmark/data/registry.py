@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import files as _files
-from .files import (  # noqa: F401  (re-exported: the registry's public file API)
+from .files import (
     ENV_CACHE,
     ENV_DATA,
     ENV_OFFLINE,
@@ -33,6 +33,11 @@ from .files import (  # noqa: F401  (re-exported: the registry's public file API
 )
 from .protocol import Protocol
 from .stdata import DataError, STData
+
+__all__ = ["DatasetSpec", "FileSpec", "PromptText", "FileCheck", "register_dataset",
+           "list_datasets", "dataset_ids", "get_dataset_spec", "prompt_text", "default_protocol",
+           "locate", "verify", "fetch", "load_dataset", "dataset_content_hash", "dataset_info",
+           "cache_dir", "mirror_dir", "search_roots", "ENV_DATA", "ENV_CACHE", "ENV_OFFLINE"]
 
 BUILTIN_PACKAGE = "benchmark.data.datasets"
 
