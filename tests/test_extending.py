@@ -42,12 +42,12 @@ def toy(tmp_path, monkeypatch):
     import baselines
     import benchmark.data.datasets as datasets_pkg
     from benchmark import models
-    from benchmark.data import files, registry
+    from benchmark.data import catalogue, files
 
     code = doc_examples()
     models.registry()  # the built-in models are imported before the catalogue is copied
     monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
-    monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))
+    monkeypatch.setattr(catalogue, "REGISTERED", dict(catalogue.REGISTERED))
     for pkg, name in ((datasets_pkg, "toy_city.py"), (baselines, "history_mlp.py")):
         where = tmp_path / pkg.__name__
         where.mkdir()

@@ -1,10 +1,10 @@
-"""Dataset registry: the catalogue of dataset ids and the public API to load them.
+"""Dataset registry: the public API over the catalogue of datasets.
 
 Each dataset is one module under :mod:`benchmark.data.datasets` (its files with pinned URLs and
 sha256, licence, default protocol, loader, and the text the LLM teacher's prompt uses for it)
-that calls :func:`register_dataset` on import; importing this module imports that package, so
-the catalogue is complete. A module outside the package registers its datasets the same way
-once it is imported (docs/extending.md).
+that registers a :class:`DatasetSpec` in :mod:`benchmark.data.catalogue` on import; importing
+this module imports that package, so the catalogue is complete. A module outside the package
+registers its datasets the same way once it is imported (docs/extending.md).
 
 Where files are found, how they are downloaded and verified: :mod:`benchmark.data.files`.
 Loading verifies every file's sha256 first (cached in-process by path, size and mtime).
@@ -12,15 +12,15 @@ Loading verifies every file's sha256 first (cached in-process by path, size and 
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import catalogue
+from . import datasets as _builtin  # noqa: F401  (importing it registers the built-in datasets)
 from . import files as _files
+from .catalogue import DatasetSpec, PromptText, register_dataset
 from .files import (
     ENV_CACHE,
     ENV_DATA,
@@ -39,109 +39,27 @@ __all__ = ["DatasetSpec", "FileSpec", "PromptText", "FileCheck", "register_datas
            "locate", "verify", "fetch", "load_dataset", "dataset_content_hash", "dataset_info",
            "cache_dir", "mirror_dir", "search_roots", "ENV_DATA", "ENV_CACHE", "ENV_OFFLINE"]
 
-BUILTIN_PACKAGE = "benchmark.data.datasets"
-
-
-@dataclass(frozen=True)
-class PromptText:
-    """How the LLM teacher's instruction describes a dataset
-    (:mod:`flowdistill.teacher.prompts`).
-
-    Attributes:
-        subject: what is measured, e.g. "taxi flow".
-        place: where, e.g. "Manhattan, New York City"; also ends each node's region text.
-        channel_noun: a channel's noun, ``{channel}`` standing for its name: "taxi {channel}"
-            makes "taxi inflow" of channel "inflow".
-        pattern: the word for its patterns ("traffic patterns").
-        decimals: decimals of the numbers in the value lists (0: rounded integers).
-    """
-
-    subject: str = "flow"
-    place: str = "a city"
-    channel_noun: str = "{channel}"
-    pattern: str = "traffic"
-    decimals: int = 0
-
-    def noun(self, channel: str) -> str:
-        return self.channel_noun.format(channel=channel)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything the suite knows about a dataset id.
-
-    Attributes:
-        id: dataset id (the directory name under FLOWDISTILL_DATA).
-        description: one line.
-        files: raw files (empty for generated or user-supplied datasets).
-        loader: ``loader(root: Path | None, **options) -> STData``; its keyword arguments are
-            the dataset's options.
-        default_protocol: the protocol results are reported under unless overridden.
-        options: loader option name -> help text (with the default).
-        license, citation: of the data (and its packaging).
-        steps_per_day: of the native time axis (None: depends on options).
-        homepage: source repository.
-        content_hash: ``content_hash(**options) -> str`` for data whose files are not pinned by
-            ``files`` (user-supplied): a hash of the actual bytes, made part of a run's identity.
-        prompt: how the LLM teacher's prompt describes the dataset.
-    """
-
-    id: str
-    description: str
-    files: tuple[FileSpec, ...]
-    loader: Callable[..., STData]
-    default_protocol: Protocol
-    options: dict[str, str] = field(default_factory=dict)
-    license: str = ""
-    citation: str = ""
-    steps_per_day: int | None = None
-    homepage: str = ""
-    content_hash: Callable[..., str] | None = None
-    prompt: PromptText = PromptText()
-
-
-_SPECS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add ``spec`` to the catalogue. Ids are unique; the module that registered an id may
-    register it again when it is imported again (a reload replaces its own entry)."""
-    old = _SPECS.get(spec.id)
-    if old is not None and not _same_origin(old, spec):
-        where = getattr(old.loader, "__module__", None) or "another module"
-        raise ValueError(f"dataset {spec.id!r} is already registered (by {where}); "
-                         "choose another id")
-    _SPECS[spec.id] = spec
-    return spec
-
-
-def _same_origin(a: DatasetSpec, b: DatasetSpec) -> bool:
-    """Both loaders are the same named function of the same module."""
-    names = [(getattr(s.loader, "__module__", None), getattr(s.loader, "__qualname__", None))
-             for s in (a, b)]
-    return None not in names[0] and names[0] == names[1]
-
 
 def list_datasets() -> list[DatasetSpec]:
     """Registered dataset specs, in registration order (``spec.id``, ``spec.description``...)."""
-    return list(_SPECS.values())
+    return list(catalogue.REGISTERED.values())
 
 
 def dataset_ids() -> list[str]:
     """Registered dataset ids, in registration order."""
-    return list(_SPECS)
+    return list(catalogue.REGISTERED)
 
 
 def get_dataset_spec(dataset_id: str) -> DatasetSpec:
     try:
-        return _SPECS[dataset_id]
+        return catalogue.REGISTERED[dataset_id]
     except KeyError:
         raise DataError(f"unknown dataset {dataset_id!r}; known: {dataset_ids()}") from None
 
 
 def prompt_text(dataset_id: str) -> PromptText:
     """The registered dataset's prompt description; the generic one for unknown ids."""
-    spec = _SPECS.get(dataset_id)
+    spec = catalogue.REGISTERED.get(dataset_id)
     return spec.prompt if spec is not None else PromptText()
 
 
@@ -269,6 +187,3 @@ def dataset_info(dataset_id: str, **options) -> dict:
     if "calendar_note" in data.extra:
         info["calendar_note"] = data.extra["calendar_note"]
     return info
-
-
-importlib.import_module(BUILTIN_PACKAGE)  # the built-in datasets register themselves

@@ -1,5 +1,5 @@
 """The built-in datasets, one module each; importing this package imports every module in it,
-and each registers its dataset(s) with :func:`benchmark.data.registry.register_dataset`.
+and each registers its dataset(s) with :func:`benchmark.data.catalogue.register_dataset`.
 
 A new dataset is one new module here (docs/extending.md); modules whose names start with ``_``
 hold code shared by several datasets and register nothing.

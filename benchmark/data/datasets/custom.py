@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..catalogue import DatasetSpec, register_dataset
 from ..custom import content_hash, load_custom
 from ..protocol import Protocol
-from ..registry import DatasetSpec, register_dataset
 from ..stdata import DataError, STData
 
 PROTOCOL = Protocol(

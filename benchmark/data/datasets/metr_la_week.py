@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalogue import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..protocol import Protocol
 from ..rawfiles import read_csv, regular_timestamps, square_matrix
-from ..registry import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..stdata import DataError, STData
 from ._common import github_raw
 

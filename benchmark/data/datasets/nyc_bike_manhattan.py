@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..registry import DatasetSpec, FileSpec, PromptText, register_dataset
+from ..catalogue import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..stdata import STData
 from . import _manhattan as m
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalogue import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..protocol import Protocol
 from ..rawfiles import check_choice, load_npz_key, read_csv, regular_timestamps, require
-from ..registry import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..stdata import DataError, STData
 from ._common import MAPE_NOTE, ZERO_MASK_NOTE, github_raw
 

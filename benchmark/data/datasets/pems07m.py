@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalogue import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..geo import gaussian_kernel_adjacency, haversine_km
 from ..protocol import Protocol
 from ..rawfiles import check_choice, load_npy, load_npz_key, read_csv, require
-from ..registry import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..stdata import DataError, STData
 from ._common import github_raw
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..catalogue import DatasetSpec, register_dataset
 from ..protocol import Protocol
-from ..registry import DatasetSpec, register_dataset
 from ..stdata import STData
 from ..synthetic import make_synthetic
 
