@@ -22,7 +22,7 @@ UrbanGPT's; only the order differs. Values are written as rounded integers in or
 (UrbanGPT writes ``astype(int)``). POI descriptions are not available for these datasets; the
 region text comes from node metadata (zone names, freeway and direction, else "region i").
 What is measured and where (subject, place, channel nouns) is the dataset's own
-:class:`~benchmark.data.registry.PromptText`, declared in its module; an unregistered id gets
+:class:`~benchmark.data.catalogue.PromptText`, declared in its module; an unregistered id gets
 the generic one ("flow" in "a city").
 
 The template is versioned (:data:`TEMPLATE_VERSION`) and hashed (:func:`template_hash`); the hash
@@ -110,7 +110,7 @@ class PromptBuilder:
             window starts index its time axis.
         input_len, horizon: T_in and T_out.
         target_channel_idx: indices of the target channels among ``data.channels``.
-        dataset_id: the registered dataset whose :class:`~benchmark.data.registry.PromptText`
+        dataset_id: the registered dataset whose :class:`~benchmark.data.catalogue.PromptText`
             describes it (default ``data.name``).
     """
 
