@@ -125,3 +125,72 @@ def test_tokenizer_separates_numbers_and_keeps_the_prefix(prepared):
 
 
 PINNED_HASH = "d7073a951bbb86a8"  # template_hash() of TEMPLATE_VERSION "urbangpt-prefix-v1"
+
+
+# --- the full text, pinned (every word reaches the teacher; a change needs a TEMPLATE_VERSION) ---
+PINNED_TAXI = (
+    "Given the historical data for taxi flow over 12 time steps in a specific region of "
+    "Manhattan, New York City, recorded at 30-minute intervals, we want to predict the taxi "
+    "inflow and taxi outflow for the next 12 time steps. To improve prediction accuracy, a "
+    "spatio-temporal model is utilized to encode the historical taxi flow data as history "
+    "tokens, where the tokens correspond to the representations of taxi inflow and taxi outflow "
+    "in this order. Please conduct an analysis of the traffic patterns in this region, taking "
+    "into account the provided time and regional information, and then generate the predictive "
+    "tokens for regression, one per predicted quantity. Here is the region information: this "
+    "region is the Battery Park zone of Manhattan, New York City. The recorded taxi inflow "
+    "values are [3 5 6 7 9 10 11 13 14 15 17 18], and the recorded taxi outflow values are "
+    "[4 5 6 8 9 10 12 13 14 16 17 18]. The recording time of the historical data is January 1, "
+    "2019, 01:00, Tuesday to January 1, 2019, 06:30, Tuesday. We now predict the time period of "
+    "January 1, 2019, 07:00, Tuesday to January 1, 2019, 12:30, Tuesday. The history tokens are "
+    "<ST_start><ST_HIS><ST_HIS><ST_end>. Based on the given information, the predictive tokens "
+    "of taxi inflow and taxi outflow in this region are <ST_start><ST_PRE><ST_PRE><ST_end>")
+PINNED_PEMS = (
+    "Given the historical data for traffic speed over 12 time steps in a specific region of Los "
+    "Angeles County, recorded at 5-minute intervals, we want to predict the traffic speed for "
+    "the next 12 time steps. To improve prediction accuracy, a spatio-temporal model is "
+    "utilized to encode the historical traffic speed data as history tokens, where the tokens "
+    "correspond to the representations of traffic speed in this order. Please conduct an "
+    "analysis of the traffic patterns in this region, taking into account the provided time and "
+    "regional information, and then generate the predictive tokens for regression, one per "
+    "predicted quantity. Here is the region information: this region is the sensor of station "
+    "716939 on freeway 5 southbound. The recorded traffic speed values are [61 61 62 62 63 63 63 "
+    "64 64 64 65 65]. The recording time of the historical data is May 4, 2012, 22:15, Friday "
+    "to May 4, 2012, 23:10, Friday. We now predict the time period of May 4, 2012, 23:15, Friday "
+    "to May 5, 2012, 00:10, Saturday. The history tokens are <ST_start><ST_HIS><ST_end>. Based "
+    "on the given information, the predictive tokens of traffic speed in this region are "
+    "<ST_start><ST_PRE><ST_end>")
+
+
+def _pems_station() -> STData:
+    nodes = pd.DataFrame({"name": ["x"], "station_id": [716939], "fwy": [5], "dir": ["S"]})
+    t = np.arange("2012-05-04T22:00", "2012-05-05T02:00", np.timedelta64(5, "m"),
+                  dtype="datetime64[m]").astype("datetime64[ns]")
+    v = (60 + np.arange(len(t), dtype=np.float32) * 0.37).reshape(-1, 1, 1)
+    return STData("pems07m", v, t, None, nodes, ["speed"], 288)
+
+
+def test_full_prompt_text_is_pinned():
+    nodes = pd.DataFrame({"name": ["A", "B"], "zone_name": ["Alphabet City", "Battery Park"]})
+    assert PromptBuilder(_taxi(nodes), 12, 12, [0, 1], "nyc_taxi_manhattan").prompt(2, 1) \
+        == PINNED_TAXI
+    # the dataset id defaults to data.name
+    assert PromptBuilder(_pems_station(), 12, 12, [0]).prompt(3, 0) == PINNED_PEMS
+
+
+@pytest.mark.parametrize(("dataset_id", "subject", "place", "noun"), [
+    ("nyc_taxi_manhattan", "taxi flow", "Manhattan, New York City", "taxi inflow"),
+    ("nyc_bike_manhattan", "bike flow", "Manhattan, New York City", "bike inflow"),
+    ("nyc_taxi_grid", "taxi flow", "New York City", "taxi inflow"),
+    ("pems07m", "traffic speed", "Los Angeles County", "traffic inflow"),
+    ("metr_la_week", "traffic speed", "Los Angeles County", "traffic inflow"),
+    ("synthetic", "flow", "a city", "inflow"),
+    ("custom", "flow", "a city", "inflow"),
+    ("not_registered", "flow", "a city", "inflow"),
+])
+def test_each_dataset_declares_its_prompt_text(dataset_id, subject, place, noun):
+    """The text comes from the dataset's module (DatasetSpec.prompt); unknown ids are generic."""
+    from benchmark.data.registry import prompt_text
+
+    text = prompt_text(dataset_id)
+    assert (text.subject, text.place, text.noun("inflow")) == (subject, place, noun)
+    assert (text.pattern, text.decimals) == ("traffic", 0)

@@ -13,12 +13,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_file, atomic_write_json, atomic_write_text
 from .files import sha256_file
 from .stdata import DataError, STData
 
@@ -324,15 +324,11 @@ def load_custom(path: str | os.PathLike) -> STData:
                   extra={"manifest": m, "null_value": null_value, "adjacency_kind": kind})
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through :func:`~benchmark.atomic.atomic_file` (an open file, so no ``.npy``
+    is appended to the temporary name)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def write_custom(data: STData, path: str | os.PathLike, null_value: float | None = None,
@@ -352,18 +348,14 @@ def write_custom(data: STData, path: str | os.PathLike, null_value: float | None
         m["freq_minutes"] = step_s // 60
     else:
         m["timestamps_file"] = "timestamps.npy"
-        _atomic_write(root / "timestamps.npy", lambda f: np.save(f, ts))
-    _atomic_write(root / "values.npy",
-                  lambda f: np.save(f, np.ascontiguousarray(data.values, dtype=np.float32)))
+        _save_npy(root / "timestamps.npy", ts)
+    _save_npy(root / "values.npy", np.ascontiguousarray(data.values, dtype=np.float32))
     if data.adjacency is not None:
         m["adjacency_file"] = "adjacency.npy"
-        _atomic_write(root / "adjacency.npy",
-                      lambda f: np.save(f, data.adjacency.astype(np.float32)))
+        _save_npy(root / "adjacency.npy", data.adjacency.astype(np.float32))
     m["nodes_file"] = "nodes.csv"
-    _atomic_write(root / "nodes.csv",
-                  lambda f: f.write(data.nodes.to_csv(index=False).encode("utf-8")))
+    atomic_write_text(root / "nodes.csv", data.nodes.to_csv(index=False))
     if null_value is not None:
         m["null_value"] = float(null_value)
-    _atomic_write(root / MANIFEST,
-                  lambda f: f.write((json.dumps(m, indent=2) + "\n").encode("utf-8")))
+    atomic_write_json(root / MANIFEST, m, indent=2)
     return root

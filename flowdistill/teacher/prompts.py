@@ -21,6 +21,9 @@ prefix, which vLLM's prefix caching and the HF backend's prefix KV reuse exploit
 UrbanGPT's; only the order differs. Values are written as rounded integers in original units
 (UrbanGPT writes ``astype(int)``). POI descriptions are not available for these datasets; the
 region text comes from node metadata (zone names, freeway and direction, else "region i").
+What is measured and where (subject, place, channel nouns) is the dataset's own
+:class:`~benchmark.data.catalogue.PromptText`, declared in its module; an unregistered id gets
+the generic one ("flow" in "a city").
 
 The template is versioned (:data:`TEMPLATE_VERSION`) and hashed (:func:`template_hash`); the hash
 goes into every soft-label artifact.
@@ -30,11 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from benchmark.data.registry import prompt_text
 from benchmark.data.stdata import DataError, STData
 
 TEMPLATE_VERSION = "urbangpt-prefix-v1"
@@ -79,31 +82,6 @@ def template_hash() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class DatasetText:
-    """How one dataset is described: ``subject`` ("taxi flow"), ``place``, a noun per channel,
-    the word for its patterns ("traffic") and the number of decimals in value lists."""
-
-    subject: str
-    place: str
-    channel_nouns: dict[str, str]
-    pattern: str = "traffic"
-    decimals: int = 0
-
-
-def dataset_text(dataset_id: str, channels: list[str]) -> DatasetText:
-    """The description of a known dataset id, else a generic one built from channel names."""
-    d = dataset_id.lower()
-    for mode in ("taxi", "bike"):
-        if d.startswith(f"nyc_{mode}"):
-            place = ("Manhattan, New York City" if "manhattan" in d else "New York City")
-            return DatasetText(f"{mode} flow", place, {c: f"{mode} {c}" for c in channels})
-    if d.startswith("pems") or d.startswith("metr"):
-        return DatasetText("traffic speed", "Los Angeles County",
-                           {c: f"traffic {c}" for c in channels})
-    return DatasetText("flow", "a city", {c: c for c in channels})
-
-
 def region_text(nodes: pd.DataFrame, i: int, place: str) -> str:
     """Region information for node ``i`` from node metadata: a zone name (nyc_*), a freeway and
     direction (pems07m), else "region i"."""
@@ -132,7 +110,8 @@ class PromptBuilder:
             window starts index its time axis.
         input_len, horizon: T_in and T_out.
         target_channel_idx: indices of the target channels among ``data.channels``.
-        dataset_id: chooses the dataset description (see :func:`dataset_text`).
+        dataset_id: the registered dataset whose :class:`~benchmark.data.catalogue.PromptText`
+            describes it (default ``data.name``).
     """
 
     def __init__(self, data: STData, input_len: int, horizon: int,
@@ -142,8 +121,8 @@ class PromptBuilder:
         self.horizon = int(horizon)
         self.target_channel_idx = list(target_channel_idx)
         self.dataset_id = dataset_id or data.name
-        self.text = dataset_text(self.dataset_id, list(data.channels))
-        nouns = [self.text.channel_nouns[c] for c in data.channels]
+        self.text = prompt_text(self.dataset_id)
+        nouns = [self.text.noun(c) for c in data.channels]
         self.channel_nouns = nouns
         self.target_nouns = [nouns[j] for j in self.target_channel_idx]
         self._times = pd.DatetimeIndex(np.asarray(data.timestamps).astype("datetime64[m]"))

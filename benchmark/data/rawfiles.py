@@ -1,4 +1,5 @@
-"""Small helpers shared by the raw-format loaders: guarded file reads and regular time axes."""
+"""Readers for raw dataset files that fail with one :class:`DataError` line naming the file,
+and regular time axes; shared by the dataset modules (:mod:`benchmark.data.datasets`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..stdata import DataError
+from .stdata import DataError
 
 
 def regular_timestamps(start: str, num_steps: int, minutes: int) -> np.ndarray:
@@ -18,6 +19,7 @@ def regular_timestamps(start: str, num_steps: int, minutes: int) -> np.ndarray:
 
 
 def require(path: Path) -> Path:
+    """``path`` if it is a file, else :class:`DataError` naming it."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     return path
@@ -38,6 +40,7 @@ def load_npz_key(source: Path | io.BytesIO, key: str, label: str | None = None) 
 
 
 def load_npy(source: Path | io.BytesIO, label: str | None = None) -> np.ndarray:
+    """The array of an ``.npy`` (path or bytes), without pickles."""
     name = label or str(source)
     try:
         return np.load(source, allow_pickle=False)
@@ -46,6 +49,7 @@ def load_npy(source: Path | io.BytesIO, label: str | None = None) -> np.ndarray:
 
 
 def read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """``pandas.read_csv(path, **kwargs)``; a missing or unreadable file is a DataError."""
     try:
         return pd.read_csv(require(path), **kwargs)
     except DataError:
@@ -65,5 +69,6 @@ def square_matrix(a: np.ndarray, n: int, label: str) -> np.ndarray:
 
 
 def check_choice(name: str, value, choices: tuple) -> None:
+    """DataError unless option ``name`` has one of ``choices``."""
     if value not in choices:
         raise DataError(f"option {name}={value!r} is not one of {list(choices)}")

@@ -1,4 +1,5 @@
-"""PeMSD7(M): 228 Caltrans District 7 stations, speed (mph) every 5 minutes, 44 weekdays of 2012.
+"""``pems07m``, PeMSD7(M): 228 Caltrans District 7 stations, speed (mph) every 5 minutes,
+44 weekdays of 2012.
 
 Raw format (OpenCity packaging of the STGCN dataset, Yu et al., IJCAI 2018): ``PEMS07M.zip``
 holding ``PEMS07M/PEMS07M.npz`` (key ``data``, float64 ``[12672, 228]``) and
@@ -35,9 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..catalogue import DatasetSpec, FileSpec, PromptText, register_dataset
 from ..geo import gaussian_kernel_adjacency, haversine_km
+from ..protocol import Protocol
+from ..rawfiles import check_choice, load_npy, load_npz_key, read_csv, require
 from ..stdata import DataError, STData
-from ._common import check_choice, load_npy, load_npz_key, read_csv, require
+from ._common import github_raw
 
 ZIP_FILE = "PEMS07M.zip"
 STATION_FILE = "PeMSD7_M_Station_Info.csv"
@@ -46,6 +50,25 @@ ADJ_MEMBER = "PEMS07M/PEMS07M_rn_adj.npy"
 NUM_NODES = 228
 STEPS_PER_DAY = 288
 NUM_DAYS = 44
+
+OPENCITY_REPO, OPENCITY_COMMIT = ("Beater-221E/OpenCity-reproduce",
+                                  "d555685d0d8a074e755670504fef00cc0e03859b")
+# PROVENANCE names no commit for the station table; this is the STGCN commit whose blob has the
+# same size (9118 bytes) and content.
+STGCN_REPO, STGCN_COMMIT = "VeritasYin/STGCN_IJCAI-18", "26308e61a5c61609577c31f39bd432f1768ceacc"
+FILES = (
+    FileSpec(ZIP_FILE, github_raw(OPENCITY_REPO, OPENCITY_COMMIT, f"data/{ZIP_FILE}"),
+             "6fc2550c447dee4c81838b50dafa5bd75c7abcd8c0272d55610a2a7f5c84de3c", 3911787),
+    FileSpec(STATION_FILE, github_raw(STGCN_REPO, STGCN_COMMIT, f"dataset/{STATION_FILE}"),
+             "5a9744215880f2ec1a5b3efdbd6ee662eb1533b9b3d68924d85f5e45c28a02fe", 9118),
+)
+PROTOCOL = Protocol(
+    input_len=12, horizon=12, split_ratios=(0.6, 0.2, 0.2), null_value=0.0, mape_threshold=0.0,
+    notes={"split": "6:2:2, the usual PEMS-style split",
+           "null_value": "speed 0 marks a missing reading (none occur in this release)",
+           "calendar": "real timestamps of the 44 weekdays of May-June 2012; the time axis "
+                       "skips the weekends (windows are by index and may span one)"})
+
 # Interstates vs California state routes among the freeways in the station table.
 _ROUTE_PREFIX = {5: "I", 10: "I", 105: "I", 110: "I", 405: "I", 605: "I", 710: "I",
                  60: "SR", 91: "SR"}
@@ -153,3 +176,21 @@ def load_pems07m(root: Path, adjacency: str = "zip", sigma2: float = 10.0,
                                 "(2012-05-01 to 2012-06-29, Memorial Day included); weekends "
                                 "are absent, so the time axis skips them"},
     )
+
+
+register_dataset(DatasetSpec(
+    id="pems07m",
+    description="PeMSD7(M): 228 Caltrans D7 stations, speed, 5 min, 44 weekdays of May-Jun 2012",
+    files=FILES, loader=load_pems07m, default_protocol=PROTOCOL,
+    options={"adjacency": "'zip' (default; the zip's weighted matrix = STGCN Eq. 10 on the "
+                          "original distances, diagonal 1), 'binary' (its support) or 'gaussian' "
+                          "(STGCN Eq. 10 recomputed from station coordinates, km)",
+             "sigma2": "Gaussian kernel sigma^2 in km^2 (default 10, STGCN)",
+             "epsilon": "Gaussian kernel threshold (default 0.5, STGCN)"},
+    license="packaging: none stated (OpenCity-reproduce; HKUDS OpenCity code is MIT); station "
+            "table: BSD-2-Clause (STGCN)",
+    citation="Yu, Yin, Zhu. Spatio-Temporal Graph Convolutional Networks: A Deep Learning "
+             "Framework for Traffic Forecasting. IJCAI 2018; OpenCity packaging (HKUDS)",
+    steps_per_day=288, homepage=f"https://github.com/{OPENCITY_REPO}",
+    prompt=PromptText(subject="traffic speed", place="Los Angeles County",
+                      channel_noun="traffic {channel}")))

@@ -1,5 +1,8 @@
 """NYC Manhattan zones (taxi or Citi Bike): 69 TLC taxi zones, inflow/outflow every 30 minutes.
 
+Shared by ``nyc_taxi_manhattan`` and ``nyc_bike_manhattan``: the raw format, the zone graph and
+table, the default protocol and the citation.
+
 Raw format (Deep-NYC-Taxi-Bike, Evens1sen et al., ITSC 2022): two ``.npz`` files, key ``arr_0``,
 float64 ``[35088, 69]`` (2019-01-01 00:00 .. 2020-12-31 23:30, 731 days x 48 slots):
 ``*-inflow.npz`` (drop-offs per zone) and ``*-outflow.npz`` (pick-ups per zone). Graph files are
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..stdata import DataError, STData
-from ._common import (
+from ..files import FileSpec
+from ..protocol import Protocol
+from ..rawfiles import (
     check_choice,
     load_npz_key,
     read_csv,
@@ -24,6 +28,8 @@ from ._common import (
     require,
     square_matrix,
 )
+from ..stdata import DataError, STData
+from ._common import MAPE_NOTE, ZERO_MASK_NOTE, github_raw
 
 NUM_ZONES = 69
 NUM_STEPS = 35088
@@ -38,6 +44,36 @@ FILES = {
 }
 ADJ_FILE = "W_adj_matrix.csv"
 ZONES_FILE = "manhattan_zones.csv"
+
+# --- pinned source (see each dataset's PROVENANCE.txt) ------------------------------------------
+REPO, COMMIT = "Evens1sen/Deep-NYC-Taxi-Bike", "097aa2d8177392339b089ed940c6ccc2d469dd97"
+HOMEPAGE = f"https://github.com/{REPO}"
+ZONES_DIR = "data-NYCZones"
+
+
+def source_url(path: str) -> str:
+    """URL of ``path`` in the pinned Deep-NYC-Taxi-Bike commit."""
+    return github_raw(REPO, COMMIT, path)
+
+
+ADJ_SPEC = FileSpec(ADJ_FILE, source_url(f"{ZONES_DIR}/adjmatrix/{ADJ_FILE}"),
+                    "1822444cccf3545b6d2b410c0f36071f495a5f5ba6e65020f15f07359a60f9a9", 9859)
+ZONES_SPEC = FileSpec(ZONES_FILE, source_url(f"{ZONES_DIR}/zones/{ZONES_FILE}"),
+                      "8b06eb185812d95c19a84951861b9a40a16672b522694238ff364cd369e850ec", 1836)
+
+PROTOCOL = Protocol(
+    input_len=12, horizon=12, split_ratios=(0.5, 0.3, 0.2), time_range=(0, 17520),
+    null_value=None, mask_threshold=0.0, mape_threshold=0.0,
+    notes={"time_range": "2019 only (17,520 half-hours): FlowDistill's one-year 30-min setting; "
+                         "2020 has the COVID collapse",
+           "split": "5:3:2 chronological as in the FlowDistill authors' code",
+           "mask_threshold": ZERO_MASK_NOTE, "mape_threshold": MAPE_NOTE})
+CITATION = ("Forecasting Regional Multimodal Transportation Demand with Graph Neural "
+            "Networks: An Open Dataset. IEEE ITSC 2022. "
+            "https://github.com/Evens1sen/Deep-NYC-Taxi-Bike")
+OPTIONS = {"adjacency": "'binary' (default; W_adj_matrix.csv zone contiguity) or "
+                        "'od' (W_od_*.csv origin-destination weights)"}
+PLACE = "Manhattan, New York City"
 
 
 def _flow(path: Path) -> np.ndarray:
