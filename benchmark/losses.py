@@ -6,8 +6,9 @@ For predictions ``p``, targets ``y`` and the error ``e = p - y`` the pointwise l
     mse:   e^2
     huber: 0.5 e^2 if |e| <= delta, else delta (|e| - 0.5 delta)
 
-(Huber, "Robust Estimation of a Location Parameter", Ann. Math. Statist. 1964, the function
-``rho`` before eq. 7; ``torch.nn.functional.huber_loss`` computes the same). Two reductions:
+(Huber, "Robust Estimation of a Location Parameter", Ann. Math. Statist. 35, 1964, eq. 7; the
+values equal ``torch.nn.functional.l1_loss`` / ``mse_loss`` / ``huber_loss``, which
+``tests/test_regression_losses.py`` checks). Two reductions:
 
 * :func:`masked_loss`: the mean over the entries :func:`benchmark.metrics.validity_mask` keeps
   (finite, not the protocol's null value, above its mask threshold), ``sum(m * l) / sum(m)``:

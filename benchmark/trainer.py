@@ -214,7 +214,6 @@ class Trainer:
         self.batches = batches
         self.optimizer: torch.optim.Optimizer | None = optimizer
         self.scheduler = None
-        self.state: LoopState | None = None
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
 
@@ -246,7 +245,6 @@ class Trainer:
             state.resumed_from = state.step if self.plan is not None else state.epoch
         else:
             state = initial if initial is not None else LoopState()
-        self.state = state
         for cb in self.callbacks:
             cb.on_fit_start(self, state)
         if self.plan is None:
@@ -283,7 +281,8 @@ class Trainer:
         ctx = StepContext(epoch, cfg.schedule_epochs or cfg.epochs, self.prepared)
         loss, logs = self.objective.step_loss(self.model, batch, ctx)
         if not torch.isfinite(loss):
-            where = f"epoch {epoch + 1}, step {state.step + 1}" if state is not None else "probe"
+            where = (f"epoch {epoch + 1}, step {state.step + 1}" if state is not None
+                     else "a step outside the loop")
             raise FloatingPointError(f"non-finite training loss at {where}: {logs}")
         loss.backward()
         if update:
@@ -336,6 +335,7 @@ class Trainer:
 
     def _run_epochs(self, state: LoopState) -> None:
         cfg = self.config
+        label = f"{self.name} " if self.name else ""
         state.stopped_by = "max_epochs"
         while state.epoch < cfg.epochs:
             reason = self._stop_reason(state)
@@ -349,8 +349,7 @@ class Trainer:
             sums: dict[str, float] = {}
             count, applied_weight = 0, None
             bar = tqdm(self.batches.epoch(state), total=len(self.batches),
-                       desc=f"{self.name + ' ' if self.name else ''}epoch "
-                            f"{state.epoch + 1}/{cfg.epochs}",
+                       desc=f"{label}epoch {state.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False)
             for batch in bar:
                 logs = self._step(batch, state)
@@ -379,7 +378,7 @@ class Trainer:
                     cb.on_validation_end(self, state, row)
             if cfg.progress:
                 val = f"  val MAE {score:.4f}" if score is not None else ""
-                tqdm.write(f"{self.name + ' ' if self.name else ''}epoch {state.epoch + 1}: "
+                tqdm.write(f"{label}epoch {state.epoch + 1}: "
                            f"train loss {row.get('train_loss', float('nan')):.4f}{val}"
                            f"  ({dt:.1f}s)")
             state.epoch += 1
@@ -416,7 +415,6 @@ class Trainer:
             self._validate_at_step(state, bar)
             state.train_seconds += time.perf_counter() - t0
         bar.close()
-        state.epoch += 1
         self._save(state)
 
     def _validate_at_step(self, state: LoopState, bar) -> None:

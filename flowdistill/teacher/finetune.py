@@ -3,9 +3,10 @@
 Training samples random (window, node) pairs from the visible training windows of a
 :class:`~benchmark.data.windows.PreparedData`, builds their prompts
 (:mod:`flowdistill.teacher.prompts`) and minimises a regression loss between the head's output
-and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``;
-or MAE), optionally plus ``lm_loss_weight`` times the next-token cross-entropy on the suffix
-text, as UrbanGPT adds the LM loss to its regression loss (Li et al., KDD 2024, Sec. 3.3).
+and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``,
+or MAE: :func:`benchmark.losses.regression_loss`), optionally plus ``lm_loss_weight`` times the
+next-token cross-entropy on the suffix text, as UrbanGPT adds the LM loss to its regression loss
+(Li et al., KDD 2024, Sec. 3.3). The steps run through :class:`benchmark.trainer.Trainer`.
 
 Checkpoint directory (no pickles; tensors in safetensors, ``torch.load(weights_only=True)`` for
 the optimiser state):
