@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def error_line(e: BaseException) -> str:
     """The one-line ``error:`` message of a user mistake (file or key, and the remedy)."""
-    from .trainer import CheckpointError
+    from .checkpoints import CheckpointError
 
     if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
         text = e.args[0]

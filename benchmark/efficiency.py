@@ -151,12 +151,15 @@ class EfficiencyConfig:
 
 def measure_efficiency(model: nn.Module, make_batch: Callable[[int], Batch],
                        device: torch.device, config: EfficiencyConfig | None = None,
-                       train_step: Callable[[Batch], torch.Tensor] | None = None) -> dict:
+                       train_step: Callable[[Batch], object] | None = None) -> dict:
     """Latency at batch 1 and ``batch_size``, inference and (optionally) training peak memory.
 
     Args:
         make_batch: ``make_batch(b)`` returns a batch of ``b`` windows (on CPU).
-        train_step: a function computing a loss from a batch (``.backward()`` is called on it).
+        train_step: one training step of the model's own loop on a batch of ``batch_size``
+            windows, up to and including the backward pass
+            (:meth:`benchmark.trainer.Trainer.train_step` with ``update=False``); the gradients
+            it leaves are freed after the measurement.
     """
     cfg = config or EfficiencyConfig()
     b1 = make_batch(1).to(device)
@@ -177,8 +180,7 @@ def measure_efficiency(model: nn.Module, make_batch: Callable[[int], Batch],
         model.train()
 
         def step() -> None:
-            loss = train_step(bb)
-            loss.backward()
+            train_step(bb)
             model.zero_grad(set_to_none=True)
 
         out["peak_memory_mb_train"] = peak_memory_mb(step, device)

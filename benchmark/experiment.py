@@ -16,10 +16,11 @@ import torch
 from .atomic import atomic_write_bytes
 from .data.protocol import Protocol, protocol_hash
 from .data.windows import PreparedData, prepare
+from .device import resolve_device
 from .efficiency import EfficiencyConfig, measure_efficiency
 from .locks import run_lock
 from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
-from .objectives import StepContext, SupervisedObjective
+from .objectives import SupervisedObjective
 from .recipes import describe_recipe, get_recipe, train_config_for
 from .records import (
     RecordExistsError,
@@ -32,7 +33,7 @@ from .records import (
     record_path,
     write_record,
 )
-from .trainer import TrainConfig, Trainer, resolve_device, seed_everything
+from .trainer import TrainConfig, Trainer, seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,7 +208,7 @@ def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Pat
 def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
                        runs_dir: Path | None = None) -> torch.nn.Module:
     """Rebuild a finished run's model with its best weights (closed-form models are refitted)."""
-    from .trainer import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     prepared = prepared or load_prepared(spec)
     seed_everything(spec.train.seed, deterministic=False)
@@ -256,12 +257,11 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
 
         train_step = None
         if not getattr(model, "closed_form", False):
-            sctx = StepContext(0, spec.train.schedule_epochs or spec.train.epochs, prepared)
             train_starts = prepared.starts("train")
 
-            def train_step(batch):
-                b = prepared.make_batch(train_starts[:batch.size], teacher).to(device)
-                return objective.loss(model, b, model(b), sctx)[0]
+            def train_step(batch):  # the trainer's own step on training windows, no update
+                b = prepared.make_batch(train_starts[:batch.size], teacher)
+                return trainer.train_step(b, update=False)
 
         efficiency = measure_efficiency(model, make_batch, device, spec.efficiency, train_step)
 

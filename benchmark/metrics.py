@@ -208,33 +208,3 @@ class ProtocolMetrics:
         full = self.unmasked.summary(report_horizons)
         out[ALL_TARGETS] = {k: v for k, v in full.items() if k != "per_horizon"}
         return out
-
-
-def masked_mae_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
-                    mask_threshold: float | None = None) -> torch.Tensor:
-    """Differentiable masked MAE (mean over valid entries), the training loss of most baselines."""
-    mask = validity_mask(true, null_value, mask_threshold)
-    n = mask.sum().clamp_min(1)
-    return torch.where(mask, (pred - true).abs(), torch.zeros_like(pred)).sum() / n
-
-
-def masked_huber_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
-                      delta: float = 1.0, mask_threshold: float | None = None) -> torch.Tensor:
-    """Masked Huber loss (Huber 1964): 0.5 e^2 if |e| <= delta else delta (|e| - 0.5 delta)."""
-    mask = validity_mask(true, null_value, mask_threshold)
-    n = mask.sum().clamp_min(1)
-    e = torch.where(mask, pred - true, torch.zeros_like(pred))
-    loss = torch.nn.functional.huber_loss(e, torch.zeros_like(e), reduction="none", delta=delta)
-    return (loss * mask).sum() / n
-
-
-def masked_mse_loss(pred: torch.Tensor, true: torch.Tensor, null_value: float | None,
-                    mask_threshold: float | None = None) -> torch.Tensor:
-    """Masked mean squared error over valid entries."""
-    mask = validity_mask(true, null_value, mask_threshold)
-    n = mask.sum().clamp_min(1)
-    e = torch.where(mask, pred - true, torch.zeros_like(pred))
-    return (e * e).sum() / n
-
-
-LOSSES = {"mae": masked_mae_loss, "huber": masked_huber_loss, "mse": masked_mse_loss}

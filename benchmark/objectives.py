@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .batch import Batch
-from .metrics import LOSSES
+from .losses import LOSS_NAMES, masked_loss
 
 
 @dataclass
@@ -27,13 +27,20 @@ class StepContext:
 
 
 class Objective:
-    """Base class. Subclasses override :meth:`loss`; distillation also provides labels."""
+    """Base class. Forecasting objectives override :meth:`loss` (the trainer's forward pass is
+    ``model(batch)``); objectives of other models (the LLM teacher's prompts) override
+    :meth:`step_loss`. Distillation also provides labels."""
 
     name = "objective"
 
     def teacher_labels(self):
         """A :class:`~benchmark.data.windows.TeacherLabels` to attach to training batches."""
         return None
+
+    def step_loss(self, model: nn.Module, batch, ctx: StepContext,
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of ``batch`` (forward pass included) and its logs."""
+        return self.loss(model, batch, model(batch), ctx)
 
     def loss(self, model: nn.Module, batch: Batch, y_hat: torch.Tensor,
              ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
@@ -83,15 +90,13 @@ class SupervisedObjective(Objective):
     name = "supervised"
 
     def __post_init__(self) -> None:
-        if self.loss_name not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss_name!r}; choose from {sorted(LOSSES)}")
+        if self.loss_name not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {self.loss_name!r}; choose from {sorted(LOSS_NAMES)}")
 
     def ground_truth_loss(self, pred: torch.Tensor, true: torch.Tensor, null_value,
                           mask_threshold: float | None = None) -> torch.Tensor:
-        if self.loss_name == "huber":
-            return LOSSES["huber"](pred, true, null_value, self.huber_delta,
-                                   mask_threshold=mask_threshold)
-        return LOSSES[self.loss_name](pred, true, null_value, mask_threshold=mask_threshold)
+        return masked_loss(pred, true, self.loss_name, null_value, mask_threshold,
+                           self.huber_delta)
 
     def loss(self, model, batch, y_hat, ctx):
         prepared = ctx.prepared

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .losses import LOSS_NAMES
 from .trainer import TrainConfig
 
 RECIPE_KINDS = ("paper", "common")
-LOSS_NAMES = ("mae", "huber", "mse")
 # TrainConfig fields a recipe sets (the rest -- seed, device, progress, ... -- are the run's).
 TRAIN_FIELDS = ("optimizer", "lr", "weight_decay", "lr_milestones", "lr_gamma", "batch_size",
                 "epochs", "patience", "grad_clip")

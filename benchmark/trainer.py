@@ -1,16 +1,33 @@
-"""The one training loop. Models never own a loop; objectives plug in.
+"""The one training loop. Models never own a loop; objectives, batch sources and callbacks plug in.
 
-The trainer owns the optimiser (Adam) and LR schedule, gradient clipping, early stopping on the
-validation MAE, best-checkpoint restore, seeds and determinism flags, resumption from the last
-checkpoint, progress bars, and evaluation of whole splits (never dropping the last batch).
+The trainer owns the training step (zero the gradients, the objective's loss, a finiteness check,
+backward, gradient clipping, the optimiser update), early stopping on a validation score, the
+best state and its restore, seeds and determinism flags, atomic checkpoints and resumption, the
+time budget, device placement, thread count and progress bars. What differs between loops plugs
+in:
+
+* an :class:`~benchmark.objectives.Objective`: how a batch becomes a loss;
+* a batch source (:class:`WindowBatches` for forecasters): the training batches of an epoch;
+* a validation function: the score that early stopping and the best state follow (by default
+  the forecaster's validation MAE over every validation window);
+* a :class:`~benchmark.loop.Checkpoint` layout (by default
+  :class:`~benchmark.checkpoints.TorchCheckpoint`: ``last.pt`` and ``best.pt``);
+* :class:`~benchmark.loop.Callback` hooks, after BasicTS 1.x's runner callbacks
+  (learning-rate warm-up, token counts, ...);
+* epochs (validation and checkpoint after each, the default) or a
+  :class:`~benchmark.loop.StepPlan` (a number of optimiser steps, validation every ``k``).
+
+Forecasters (:meth:`Trainer.fit` with the defaults), and the LLM teacher's ST-encoder
+pre-training and instruction tuning (:mod:`flowdistill.teacher.finetune`) run through it.
 """
 
 from __future__ import annotations
 
-import io
+import itertools
 import os
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,8 +36,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes
-from .data.windows import PreparedData
+from .batch import Batch
+from .checkpoints import TorchCheckpoint
+from .data.windows import PreparedData, TeacherLabels
+from .device import resolve_device
+from .loop import Callback, Checkpoint, LoopState, StepPlan
 from .metrics import ProtocolMetrics
 from .objectives import Objective, StepContext, SupervisedObjective
 
@@ -39,7 +59,8 @@ class TrainConfig:
         lr_milestones: epochs at which the LR is multiplied by ``lr_gamma`` (MultiStepLR).
         lr_gamma: LR decay factor.
         grad_clip: max global gradient norm (None: no clipping).
-        patience: epochs without validation-MAE improvement before stopping.
+        patience: epochs without validation-MAE improvement before stopping (None: never
+            stop early).
         schedule_epochs: the epoch count that epoch-based schedules of the loss (the IB-weight
             anneal) are defined over: the recipe's epochs (:mod:`benchmark.recipes`); None =
             ``epochs``. A run shorter than its schedule says so in its fit result.
@@ -63,7 +84,7 @@ class TrainConfig:
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.5
     grad_clip: float | None = 5.0
-    patience: int = 10
+    patience: int | None = 10
     schedule_epochs: int | None = None
     seed: int = 0
     deterministic: bool = True
@@ -77,10 +98,6 @@ class TrainConfig:
         d = asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
         return d
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable or does not match the model."""
 
 
 def seed_everything(seed: int, deterministic: bool = True, device: torch.device | None = None,
@@ -97,31 +114,6 @@ def seed_everything(seed: int, deterministic: bool = True, device: torch.device 
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint without unpickling arbitrary objects; name the file on failure."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run to pages
-        raise CheckpointError(f"{path}: cannot read checkpoint "
-                              f"({type(e).__name__}: {first})") from e
-
-
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    """``torch.save`` through :func:`~benchmark.atomic.atomic_write_bytes` (a unique temporary
-    name in the same directory, fsync, rename): readers see the old checkpoint or the new one,
-    and two writers never share a temporary file."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 @dataclass
 class FitResult:
     epochs_run: int
@@ -135,30 +127,100 @@ class FitResult:
     regulariser_schedule: dict | None = None
 
 
+class WindowBatches:
+    """The forecasters' batch source: the training windows of ``prepared``, reshuffled every
+    epoch by a generator seeded with ``seed`` (its state goes into checkpoints), at most
+    ``max_batches`` per epoch, with the teacher's labels looked up by window start."""
+
+    def __init__(self, prepared: PreparedData, batch_size: int, seed: int,
+                 teacher: TeacherLabels | None = None, max_batches: int | None = None) -> None:
+        self.prepared, self.batch_size = prepared, batch_size
+        self.teacher, self.max_batches = teacher, max_batches
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n = self.prepared.num_batches("train", self.batch_size)
+        return min(n, self.max_batches) if self.max_batches else n
+
+    def epoch(self, state: LoopState) -> Iterator[Batch]:
+        batches = self.prepared.batches("train", self.batch_size, shuffle=True,
+                                        generator=self.rng, teacher=self.teacher)
+        return itertools.islice(batches, self.max_batches) if self.max_batches else batches
+
+    def state_dict(self) -> dict:
+        return {"numpy_rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["numpy_rng"]
+
+
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter],
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.MultiStepLR]:
+    """The config's optimiser ("adam" or "rmsprop") over ``params`` and its MultiStepLR
+    schedule (stepped once per epoch)."""
+    cfg = config
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'rmsprop'")
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_milestones), cfg.lr_gamma)
+
+
 class Trainer:
-    """Train and evaluate one model on one prepared dataset.
+    """Train one model; evaluate forecasters on whole splits.
 
     Args:
-        model: a forecaster, ``forward(batch) -> [B, T_out, N, C_out]`` scaled.
+        model: the model (a forecaster, ``forward(batch) -> [B, T_out, N, C_out]`` scaled, with
+            the defaults below).
         prepared: the dataset under a protocol.
         config: :class:`TrainConfig`.
-        objective: defaults to :class:`SupervisedObjective` (masked MAE).
-        checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: keep the best state in memory).
+        objective: turns a batch into a loss; default :class:`SupervisedObjective` (masked MAE).
+        checkpoint_dir: where :class:`TorchCheckpoint` writes ``last.pt`` and ``best.pt`` (None:
+            keep the best state in memory).
+        batches: the batch source (``epoch(state)``, ``state_dict()``, ``load_state_dict()``,
+            and ``len()`` for the progress bar); default :class:`WindowBatches`.
+        validate: ``validate(trainer) -> score or None``; default the validation MAE
+            (:meth:`evaluate`).
+        optimizer: a ready optimiser (its schedule then is a callback's job); default the
+            config's optimiser and MultiStepLR over the trainable parameters.
+        checkpoint: a :class:`Checkpoint` layout instead of ``checkpoint_dir``'s.
+        callbacks: further :class:`Callback` hooks.
+        plan: a :class:`StepPlan` for a step-based loop; None: ``config.epochs`` epochs.
+        restore_best: load the best state into the model when the loop ends.
+        name: the progress bar's label.
     """
 
     def __init__(self, model: nn.Module, prepared: PreparedData, config: TrainConfig | None = None,
-                 objective: Objective | None = None, checkpoint_dir: Path | None = None) -> None:
+                 objective: Objective | None = None, checkpoint_dir: Path | None = None, *,
+                 batches=None, validate: Callable[[Trainer], float | None] | None = None,
+                 optimizer: torch.optim.Optimizer | None = None,
+                 checkpoint: Checkpoint | None = None, callbacks: Iterable[Callback] = (),
+                 plan: StepPlan | None = None, restore_best: bool = True, name: str = "",
+                 ) -> None:
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.prepared = prepared
         self.objective = objective or SupervisedObjective()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        if checkpoint is None and self.checkpoint_dir is not None:
+            checkpoint = TorchCheckpoint(self.checkpoint_dir)
+        self.checkpoint = checkpoint
+        self.callbacks = ([checkpoint] if checkpoint is not None else []) + list(callbacks)
+        self.plan, self.restore_best, self.name = plan, restore_best, name
+        self._batches_arg, self._optimizer_arg, self.validate_fn = batches, optimizer, validate
+        self.batches = batches
+        self.optimizer: torch.optim.Optimizer | None = optimizer
+        self.scheduler = None
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
 
     # ------------------------------------------------------------------ training
-    def fit(self) -> FitResult:
+    def fit(self, initial: LoopState | None = None) -> FitResult:
+        """Run the loop: resume from the checkpoint when there is one, else start from
+        ``initial`` (default: a fresh :class:`LoopState`)."""
         cfg = self.config
         seed_everything(cfg.seed, cfg.deterministic, self.device)
         if getattr(self.model, "closed_form", False):
@@ -168,123 +230,203 @@ class Trainer:
             val = self.evaluate("val")["overall"]["mae"]
             return FitResult(0, 0, val, dt, 0.0, [{"epoch": 0, "val_mae": val}])
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer, self.scheduler = self._optimizer_arg, None
+        if self.optimizer is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer, self.scheduler = make_optimizer(cfg, params)
+        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self._clip_params = [p for p in self.model.parameters() if id(p) in in_optimizer]
+        self.batches = self._batches_arg
+        if self.batches is None:
+            self.batches = WindowBatches(self.prepared, cfg.batch_size, cfg.seed,
+                                         self.objective.teacher_labels(), cfg.max_train_batches)
+        state = self.checkpoint.load(self) if self.checkpoint is not None else None
+        if state is not None:
+            state.resumed_from = state.step if self.plan is not None else state.epoch
         else:
-            raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'adam' or 'rmsprop'")
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_milestones), cfg.lr_gamma)
-        rng = np.random.default_rng(cfg.seed)
-        start_epoch, best_val, best_epoch, bad_epochs = 0, float("inf"), -1, 0
-        history: list[dict] = []
-        best_state = None
-        resumed = None
-        train_seconds = 0.0
-
-        last_path = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
-        best_path = self.checkpoint_dir / "best.pt" if self.checkpoint_dir else None
-        if last_path is not None and last_path.exists():
-            ck = load_checkpoint(last_path)
-            try:
-                self.model.load_state_dict(ck["model"])
-                opt.load_state_dict(ck["optimizer"])
-                sched.load_state_dict(ck["scheduler"])
-            except (KeyError, RuntimeError, ValueError) as e:
-                raise CheckpointError(f"{last_path}: does not match this model/config ({e})") from e
-            start_epoch = int(ck["epoch"]) + 1
-            best_val, best_epoch = float(ck["best_val"]), int(ck["best_epoch"])
-            bad_epochs, history = int(ck["bad_epochs"]), list(ck["history"])
-            train_seconds = float(ck["train_seconds"])
-            rng.bit_generator.state = ck["numpy_rng"]
-            torch.set_rng_state(ck["torch_rng"])
-            resumed = start_epoch
-        if self.checkpoint_dir is not None:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-
-        teacher = self.objective.teacher_labels()
-        n_batches = self.prepared.num_batches("train", cfg.batch_size)
-        if cfg.max_train_batches:
-            n_batches = min(n_batches, cfg.max_train_batches)
-        stopped_by = "max_epochs"
+            state = initial if initial is not None else LoopState()
+        for cb in self.callbacks:
+            cb.on_fit_start(self, state)
+        if self.plan is None:
+            self._run_epochs(state)
+        else:
+            self._run_steps(state)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, state)
+        if self.restore_best:  # from disk when resumed and not seen in this process
+            best = state.best_state
+            if best is None and self.checkpoint is not None:
+                best = self.checkpoint.load_best()
+            if best is not None:
+                self.model.load_state_dict(best)
         schedule_epochs = cfg.schedule_epochs or cfg.epochs
-        for epoch in range(start_epoch, cfg.epochs):
-            if bad_epochs >= cfg.patience:
-                stopped_by = "early_stopping"
-                break
-            if cfg.time_budget_s is not None and train_seconds >= cfg.time_budget_s:
-                stopped_by = "time_budget"
+        runs = len(state.history)
+        return FitResult(runs, state.best_at, state.best_val, state.train_seconds,
+                         state.train_seconds / max(1, runs), state.history, state.resumed_from,
+                         state.stopped_by, self._schedule_note(state.history, schedule_epochs))
+
+    def train_step(self, batch, state: LoopState | None = None, update: bool = True,
+                   ) -> dict[str, float]:
+        """One training step on ``batch``: zero the gradients, the objective's loss (forward
+        pass included; epoch ``state.epoch``, 0 without a state), backward, and with ``update``
+        gradient clipping and the optimiser update. Returns the objective's logs and ``loss``.
+        ``update=False`` (the efficiency probe) leaves the weights as they are."""
+        batch = batch.to(self.device)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.model.zero_grad(set_to_none=True)
+        cfg = self.config
+        epoch = state.epoch if state is not None else 0
+        ctx = StepContext(epoch, cfg.schedule_epochs or cfg.epochs, self.prepared)
+        loss, logs = self.objective.step_loss(self.model, batch, ctx)
+        if not torch.isfinite(loss):
+            where = (f"epoch {epoch + 1}, step {state.step + 1}" if state is not None
+                     else "a step outside the loop")
+            raise FloatingPointError(f"non-finite training loss at {where}: {logs}")
+        loss.backward()
+        if update:
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self._clip_params, cfg.grad_clip)
+            self.optimizer.step()
+        logs["loss"] = float(loss.detach())
+        return logs
+
+    def _step(self, batch, state: LoopState) -> dict[str, float]:
+        for cb in self.callbacks:
+            cb.on_step_start(self, state)
+        logs = self.train_step(batch, state)
+        state.step += 1
+        lv = logs["loss"]
+        state.running_loss = lv if state.running_loss is None else (
+            0.95 * state.running_loss + 0.05 * lv)
+        for cb in self.callbacks:
+            cb.on_step_end(self, state, batch, logs)
+        return logs
+
+    def _stop_reason(self, state: LoopState) -> str | None:
+        cfg = self.config
+        if cfg.patience is not None and state.bad_validations >= cfg.patience:
+            return "early_stopping"
+        if cfg.time_budget_s is not None and state.train_seconds >= cfg.time_budget_s:
+            return "time_budget"
+        return None
+
+    def _validate(self) -> float | None:
+        if self.validate_fn is not None:
+            return self.validate_fn(self)
+        return self.evaluate("val")["overall"]["mae"]
+
+    def _track_best(self, state: LoopState, score: float, at: int) -> None:
+        if score < state.best_val:
+            state.best_val, state.best_at, state.bad_validations = score, at, 0
+            state.best_state = self._snapshot()
+            state.best_unsaved = True
+        else:
+            state.bad_validations += 1
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return (self.checkpoint or Checkpoint()).snapshot(self.model)
+
+    def _save(self, state: LoopState) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(self, state)
+            state.best_unsaved = False
+
+    def _run_epochs(self, state: LoopState) -> None:
+        cfg = self.config
+        label = f"{self.name} " if self.name else ""
+        state.stopped_by = "max_epochs"
+        while state.epoch < cfg.epochs:
+            reason = self._stop_reason(state)
+            if reason is not None:
+                state.stopped_by = reason
                 break
             t0 = time.perf_counter()
             self.model.train()
-            ctx = StepContext(epoch, schedule_epochs, self.prepared)
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, state)
             sums: dict[str, float] = {}
-            applied_weight = None
-            bar = tqdm(self.prepared.batches("train", cfg.batch_size, shuffle=True, generator=rng,
-                                             teacher=teacher),
-                       total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            count, applied_weight = 0, None
+            bar = tqdm(self.batches.epoch(state), total=len(self.batches),
+                       desc=f"{label}epoch {state.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False)
-            for i, batch in enumerate(bar):
-                if cfg.max_train_batches and i >= cfg.max_train_batches:
-                    break
-                batch = batch.to(self.device)
-                opt.zero_grad(set_to_none=True)
-                y_hat = self.model(batch)
-                loss, logs = self.objective.loss(self.model, batch, y_hat, ctx)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, "
-                                             f"batch {i}: {logs}")
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                logs["loss"] = float(loss.detach())
+            for batch in bar:
+                logs = self._step(batch, state)
+                count += 1
                 applied_weight = logs.get("extra_weight", applied_weight)
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
             bar.close()
-            sched.step()
-            n_done = max(1, min(n_batches, i + 1))
-            val_mae = self.evaluate("val")["overall"]["mae"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            score = self._validate()
             dt = time.perf_counter() - t0
-            train_seconds += dt
-            row = {"epoch": epoch, "val_mae": float(val_mae), "seconds": dt,
-                   **{f"train_{k}": float(v / n_done) for k, v in sums.items()}}
-            if applied_weight is not None:  # the regulariser weight used in this epoch's steps
+            state.train_seconds += dt
+            row: dict = {"epoch": state.epoch}
+            if score is not None:
+                row["val_mae"] = float(score)
+            row["seconds"] = dt
+            row.update({f"train_{k}": float(v / max(1, count)) for k, v in sums.items()})
+            if applied_weight is not None:  # the regulariser weight this epoch's steps used
                 row["extra_weight"] = float(applied_weight)
-            history.append(row)
-            if val_mae < best_val:
-                best_val, best_epoch, bad_epochs = val_mae, epoch, 0
-                state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                if best_path is not None:
-                    atomic_torch_save({"model": state, "epoch": epoch, "val_mae": val_mae},
-                                      best_path)
-                best_state = state
-            else:
-                bad_epochs += 1
+            state.history.append(row)
+            if score is not None:
+                self._track_best(state, score, state.epoch)
+                for cb in self.callbacks:
+                    cb.on_validation_end(self, state, row)
             if cfg.progress:
-                train_loss = row.get("train_loss", float("nan"))
-                tqdm.write(f"epoch {epoch + 1}: train loss {train_loss:.4f}"
-                           f"  val MAE {val_mae:.4f}  ({dt:.1f}s)")
-            if last_path is not None:
-                atomic_torch_save({
-                    "model": self.model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch, "best_val": best_val,
-                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history,
-                    "train_seconds": train_seconds, "numpy_rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state()}, last_path)
+                val = f"  val MAE {score:.4f}" if score is not None else ""
+                tqdm.write(f"{label}epoch {state.epoch + 1}: "
+                           f"train loss {row.get('train_loss', float('nan')):.4f}{val}"
+                           f"  ({dt:.1f}s)")
+            state.epoch += 1
+            self._save(state)
 
-        # restore the best weights (from disk when resumed and not seen in this process)
-        if best_state is None and best_path is not None and best_path.exists():
-            best_state = load_checkpoint(best_path)["model"]
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        epochs_run = len(history)
-        return FitResult(epochs_run, best_epoch, best_val, train_seconds,
-                         train_seconds / max(1, epochs_run), history, resumed, stopped_by,
-                         self._schedule_note(history, schedule_epochs))
+    def _run_steps(self, state: LoopState) -> None:
+        cfg, plan = self.config, self.plan
+        state.stopped_by = "max_steps"
+        scored_at = state.step
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, state)
+        bar = tqdm(total=plan.total, initial=state.step, desc=self.name or "train",
+                   disable=not cfg.progress)
+        batches = iter(self.batches.epoch(state))
+        while state.step < plan.total:
+            reason = self._stop_reason(state)
+            if reason is not None:
+                state.stopped_by = reason
+                break
+            t0 = time.perf_counter()
+            self._step(next(batches), state)
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.running_loss:.4f}")
+            last = state.step == plan.total
+            if state.step % plan.validate_every == 0 or last:
+                self._validate_at_step(state, bar)
+                scored_at = state.step
+            state.train_seconds += time.perf_counter() - t0
+            if state.step % plan.checkpoint_every == 0 or last:
+                self._save(state)
+        if state.step != scored_at:  # stopped early: score where it stopped
+            t0 = time.perf_counter()
+            self._validate_at_step(state, bar)
+            state.train_seconds += time.perf_counter() - t0
+        bar.close()
+        self._save(state)
+
+    def _validate_at_step(self, state: LoopState, bar) -> None:
+        score = self._validate()
+        if score is None:
+            return
+        row = {"step": state.step, "train_loss": state.running_loss, "val_mae": score}
+        state.history.append(row)
+        self._track_best(state, score, state.step)
+        for cb in self.callbacks:
+            cb.on_validation_end(self, state, row)
+        bar.set_postfix(loss=f"{state.running_loss:.4f}", val_mae=f"{score:.3f}")
 
     def _schedule_note(self, history: list[dict], schedule_epochs: int) -> dict | None:
         """Whether the model's regulariser-weight schedule (``extra_loss_weight``) reached its

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from benchmark.losses import pointwise_loss
 from benchmark.metrics import validity_mask
 
 GATES = ("window", "batch")
@@ -102,15 +102,12 @@ class BetaAnnealing:
 # ------------------------------------------------------------------ regression terms
 def pointwise_distance(pred: torch.Tensor, target: torch.Tensor, distance: str = "huber",
                        huber_delta: float = 1.0) -> torch.Tensor:
-    """Elementwise distance, same shape as the inputs: ``|e|`` ("mae") or Huber (Huber 1964)
-    ``0.5 e^2`` if ``|e| <= delta`` else ``delta (|e| - 0.5 delta)`` ("huber"), ``e = pred -
-    target``. Non-finite targets must be masked by the caller (they are zeroed here first)."""
+    """Elementwise distance of the distillation loss, same shape as the inputs: the "mae" or
+    "huber" loss of :func:`benchmark.losses.pointwise_loss` (Huber 1964). Non-finite targets
+    must be masked by the caller (they count as equal to the prediction here)."""
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; choose from {DISTANCES}")
-    target = torch.where(torch.isfinite(target), target, pred.detach())
-    if distance == "mae":
-        return (pred - target).abs()
-    return F.huber_loss(pred, target, reduction="none", delta=huber_delta)
+    return pointwise_loss(pred, target, distance, huber_delta)
 
 
 def _window_mask(teacher_mask: torch.Tensor | None, batch_size: int,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.checkpoints import CheckpointError
 from benchmark.cli import build_parser, main, spec_from_args
 from benchmark.experiment import REPO_ROOT
 from benchmark.settings import SettingError
 from benchmark.sweep import SweepSpec
-from benchmark.trainer import CheckpointError
 
 DATA = ["--dataset", "synthetic", "--data-option", "num_nodes=4", "--data-option", "num_days=7",
         "--data-option", "steps_per_day=24"]

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.metrics import (
-    MetricAccumulator,
-    masked_huber_loss,
-    masked_mae_loss,
-    masked_mse_loss,
-)
+from benchmark.losses import masked_huber_loss, masked_mae_loss, masked_mse_loss
+from benchmark.metrics import MetricAccumulator
 
 # one window, 2 horizons, 2 nodes, 1 channel
 TRUE = torch.tensor([[[[1.0], [2.0]], [[0.0], [4.0]]]])

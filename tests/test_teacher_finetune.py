@@ -178,6 +178,22 @@ def test_device_names_resolve_and_bad_ones_are_rejected(monkeypatch):
     assert TeacherFinetuneConfig().device == "cpu"
 
 
+def test_time_budget_stops_and_a_resume_finishes(tmp_path, trained, prepared):
+    """The trainer's time budget applies to the teacher's loop too: a spent budget stops it
+    with a resumable checkpoint, and a resumed run (the budget is a run-control setting) ends
+    where an uninterrupted one does."""
+    out = tmp_path / "b"
+    finetune(_cfg(out, time_budget_s=0.0), prepared)
+    summary = json.loads((out / "teacher.json").read_text())["training"]
+    assert summary["steps"] == 0 and (out / "weights.safetensors").is_file()
+    finetune(_cfg(out), prepared)
+    assert json.loads((out / "teacher.json").read_text())["training"]["steps"] == 4
+    a = ft._load_tensors(trained / "resume" / "weights.safetensors")
+    b = ft._load_tensors(out / "resume" / "weights.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0)
+
+
 def test_resume_on_another_device_and_device_in_summary(tmp_path, trained, prepared):
     out = tmp_path / "d"
     finetune(_cfg(out, steps=2, device="cpu"), prepared)

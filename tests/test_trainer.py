@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from benchmark.batch import Batch
+from benchmark.checkpoints import CheckpointError
 from benchmark.models import Forecaster, ModelContext, build_model
-from benchmark.trainer import CheckpointError, TrainConfig, Trainer
+from benchmark.trainer import TrainConfig, Trainer
 
 
 class Linear(Forecaster):

@@ -19,6 +19,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..data.protocol import protocol_hash
+from ..device import resolve_device
 from ..experiment import (
     RunSpec,
     check_teacher_matches,
@@ -30,7 +31,7 @@ from ..experiment import (
 )
 from ..models import ModelContext, build_model, count_parameters
 from ..records import hardware_info, is_finished
-from ..trainer import Trainer, resolve_device
+from ..trainer import Trainer
 from . import npzsafe
 from .schema import check_name
 from .validate import ValidationResult, validate_submission

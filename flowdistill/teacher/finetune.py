@@ -3,9 +3,10 @@
 Training samples random (window, node) pairs from the visible training windows of a
 :class:`~benchmark.data.windows.PreparedData`, builds their prompts
 (:mod:`flowdistill.teacher.prompts`) and minimises a regression loss between the head's output
-and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``;
-or MAE), optionally plus ``lm_loss_weight`` times the next-token cross-entropy on the suffix
-text, as UrbanGPT adds the LM loss to its regression loss (Li et al., KDD 2024, Sec. 3.3).
+and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``,
+or MAE: :func:`benchmark.losses.regression_loss`), optionally plus ``lm_loss_weight`` times the
+next-token cross-entropy on the suffix text, as UrbanGPT adds the LM loss to its regression loss
+(Li et al., KDD 2024, Sec. 3.3). The steps run through :class:`benchmark.trainer.Trainer`.
 
 Checkpoint directory (no pickles; tensors in safetensors, ``torch.load(weights_only=True)`` for
 the optimiser state):
@@ -24,20 +25,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from benchmark.atomic import atomic_file, atomic_write_text
+from benchmark.checkpoints import atomic_torch_save
 from benchmark.data.protocol import Protocol, protocol_hash
 from benchmark.data.scaler import Scaler
 from benchmark.data.windows import PreparedData
+from benchmark.device import check_device_name, device_description, resolve_device, to_cpu
+from benchmark.loop import Callback, Checkpoint, LoopState, StepPlan, no_validation
+from benchmark.losses import regression_loss
+from benchmark.objectives import Objective, StepContext
+from benchmark.trainer import TrainConfig, Trainer, seed_everything
 
 from .backends import PromptBatch, PromptSource
 from .model import (
@@ -93,6 +100,8 @@ class TeacherFinetuneConfig:
         eval_every, eval_pairs: validation MAE (original units) on a fixed random subset of
             ``eval_pairs`` validation (window, node) pairs every ``eval_every`` steps.
         save_every: write the resume checkpoint every this many steps.
+        time_budget_s: stop (validated and saved) once the training time passes this many
+            seconds; None = no limit. A run-control setting, like ``steps``.
         tokenizer_windows: training windows (all nodes each) whose prompts train the tiny
             tokenizer.
         device: where the teacher trains: "cpu", "cuda", "cuda:N", or "auto" (cuda when
@@ -135,6 +144,7 @@ class TeacherFinetuneConfig:
     eval_every: int = 200
     eval_pairs: int = 1024
     save_every: int = 200
+    time_budget_s: float | None = None
     tokenizer_windows: int = 200
     reuse_prefix: bool = True
     seed: int = 0
@@ -171,53 +181,6 @@ class TeacherFinetuneConfig:
         if unknown:
             raise ValueError(f"unknown teacher config fields {unknown}")
         return cls(**d)
-
-
-# ---------------------------------------------------------------- device
-def check_device_name(name: str) -> None:
-    """Raise ValueError unless ``name`` is "cpu", "cuda", "cuda:N" or "auto"."""
-    ok = name in ("cpu", "cuda", "auto") or (
-        isinstance(name, str) and name.startswith("cuda:") and name[5:].isdigit())
-    if not ok:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {name!r}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``name`` ("auto": cuda when available, else cpu); a cuda device
-    that is not there is an error here rather than deep inside the first forward pass."""
-    check_device_name(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device "
-                             f"(torch {torch.__version__})")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but torch sees only "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
-
-def device_description(dev: torch.device) -> dict:
-    """``{"device": "cuda:0", "name": "<GPU name>"}`` (name "cpu" on the CPU)."""
-    if dev.type == "cuda":
-        index = dev.index if dev.index is not None else torch.cuda.current_device()
-        return {"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index)}
-    return {"device": str(dev), "name": str(dev)}
-
-
-def _to_cpu(obj):
-    """``obj`` (nested dicts / lists / tuples of tensors, e.g. an optimizer state dict) with
-    every tensor moved to the CPU, so that files load on machines without the training
-    device."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 # ---------------------------------------------------------------- data
@@ -300,9 +263,8 @@ def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def _load_tensors(path: Path, map_location: str | torch.device = "cpu",
@@ -316,9 +278,7 @@ def _load_tensors(path: Path, map_location: str | torch.device = "cpu",
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def _load_state(teacher: STTeacher, tensors: dict[str, torch.Tensor], where: Path) -> None:
@@ -413,14 +373,6 @@ def _lr_factor(step: int, cfg: TeacherFinetuneConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
 
 
-def regression_loss(y_hat: torch.Tensor, y: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
-    """Mean Huber (Huber 1964, eq. 7: 0.5 e^2 for |e| <= delta, delta (|e| - delta / 2) beyond)
-    or mean absolute error over all elements."""
-    if kind == "mae":
-        return (y_hat - y).abs().mean()
-    return F.huber_loss(y_hat, y, delta=delta)
-
-
 def lm_loss(teacher: STTeacher, ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy over the suffix text (padding and ST tokens excluded)."""
     logits = teacher.lm_logits(hidden[:, :-1])
@@ -494,17 +446,25 @@ def _encoder_forecast(teacher: STTeacher, x: torch.Tensor, tod: torch.Tensor, do
     return teacher.head(h_his, pre.expand_as(h_his))
 
 
+def _encoder_inputs(prepared: PreparedData, starts: np.ndarray, nodes: np.ndarray,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ST encoder's inputs for (window start, node) pairs: the scaled history
+    ``[P, T_in, C_in]`` and the time of day, day of week and node ``[P]``."""
+    p = prepared.protocol
+    s, n = torch.as_tensor(starts), torch.as_tensor(nodes)
+    x = prepared.scaled[s[:, None] + torch.arange(p.input_len)[None, :], n[:, None]]
+    last = s + p.input_len - 1
+    return x, prepared.tod[last], prepared.dow[last], n
+
+
 @torch.no_grad()
 def _encoder_mae(teacher: STTeacher, prepared: PreparedData, starts: np.ndarray,
                  nodes: np.ndarray) -> float:
     """MAE (original units) of the pre-trained encoder + head alone, without the LM."""
     p = prepared.protocol
     dev = _device_of(teacher)
-    s, n = torch.as_tensor(starts), torch.as_tensor(nodes)
-    x = prepared.scaled[s[:, None] + torch.arange(p.input_len)[None, :], n[:, None]]
-    last = s + p.input_len - 1
-    y_hat = _encoder_forecast(teacher, x.to(dev), prepared.tod[last].to(dev),
-                              prepared.dow[last].to(dev), n.to(dev)).cpu()
+    y_hat = _encoder_forecast(teacher, *(t.to(dev) for t in
+                                         _encoder_inputs(prepared, starts, nodes))).cpu()
     y = targets_for(prepared.raw_targets, starts, nodes, p.input_len, p.horizon,
                     list(range(prepared.out_channels)))
     return float((prepared.inverse_targets(y_hat) - y).abs().mean())
@@ -514,57 +474,276 @@ def _device_of(teacher: STTeacher) -> torch.device:
     return next(teacher.parameters()).device
 
 
+# ------------------------------------------------- the trainer's pieces for the teacher
+@dataclass
+class EncoderBatch:
+    """(window, node) pairs for the ST encoder: ``x [P, T_in, C_in]``, ``tod, dow, nodes
+    [P]``, scaled targets ``y [P, T_out, C_out]``."""
+
+    x: torch.Tensor
+    tod: torch.Tensor
+    dow: torch.Tensor
+    nodes: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device: torch.device) -> EncoderBatch:
+        return EncoderBatch(*(t.to(device) for t in (self.x, self.tod, self.dow, self.nodes,
+                                                     self.y)))
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+class EncoderPairs:
+    """Pre-training batches: every visible training (window, node) pair once per epoch, in an
+    order drawn from the generator ``[seed, 7]``."""
+
+    def __init__(self, prepared: PreparedData, batch_size: int, seed: int) -> None:
+        starts, nodes = np.meshgrid(prepared.train_starts, np.arange(prepared.num_nodes),
+                                    indexing="ij")
+        self.starts, self.nodes = starts.reshape(-1), nodes.reshape(-1)
+        self.prepared, self.batch_size = prepared, batch_size
+        self.rng = np.random.default_rng([seed, 7])
+
+    def __len__(self) -> int:
+        return -(-len(self.starts) // self.batch_size)
+
+    def epoch(self, state: LoopState) -> Iterator[EncoderBatch]:
+        p = self.prepared.protocol
+        order = self.rng.permutation(len(self.starts))
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            y = targets_for(self.prepared.scaled, self.starts[idx], self.nodes[idx], p.input_len,
+                            p.horizon, self.prepared.target_channel_idx)
+            yield EncoderBatch(*_encoder_inputs(self.prepared, self.starts[idx],
+                                                self.nodes[idx]), y)
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class EncoderRegression(Objective):
+    """The pre-training loss: the fine-tuning loss (``regression_loss``) of the head reading the
+    encoder output (:func:`_encoder_forecast`)."""
+
+    name = "teacher-encoder-pretrain"
+
+    def __init__(self, cfg: TeacherFinetuneConfig) -> None:
+        self.cfg = cfg
+
+    def step_loss(self, model: STTeacher, batch: EncoderBatch, ctx: StepContext,
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        y_hat = _encoder_forecast(model, batch.x, batch.tod, batch.dow, batch.nodes)
+        return regression_loss(y_hat, batch.y, self.cfg.loss, self.cfg.huber_delta), {}
+
+
+class EpochLoss(Callback):
+    """The mean training loss over the pairs of the last epoch (weighted by batch size)."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_epoch_start(self, trainer: Trainer, state: LoopState) -> None:
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_step_end(self, trainer: Trainer, state: LoopState, batch, logs: dict) -> None:
+        self.loss_sum += logs["loss"] * len(batch)
+        self.count += len(batch)
+
+    @property
+    def mean(self) -> float:
+        return self.loss_sum / max(self.count, 1)
+
+
+@dataclass
+class PairBatch:
+    """Prompts of (window, node) pairs: the prompt batch, its padded suffix ids ``[P, L]`` and
+    the scaled targets ``y [P, T_out, C_out]``."""
+
+    prompts: PromptBatch
+    ids: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device: torch.device) -> PairBatch:
+        return PairBatch(self.prompts.to(device), self.ids.to(device), self.y.to(device))
+
+    @property
+    def tokens(self) -> int:
+        pb = self.prompts
+        return sum(len(x) for x in pb.suffix_ids) + len(pb) * len(pb.prefix_ids)
+
+
+class PromptPairs:
+    """Fine-tuning batches without end: step ``k`` prompts ``batch_size`` (window, node) pairs
+    drawn from the visible training windows with the generator ``[seed, k]``, so a resumed run
+    sees the pairs an uninterrupted one would."""
+
+    def __init__(self, prepared: PreparedData, source: PromptSource, batch_size: int, seed: int,
+                 pad_id: int) -> None:
+        self.prepared, self.source, self.batch_size = prepared, source, batch_size
+        self.seed, self.pad_id = seed, pad_id
+
+    def epoch(self, state: LoopState) -> Iterator[PairBatch]:
+        prep, p = self.prepared, self.prepared.protocol
+        while True:
+            rng = np.random.default_rng([self.seed, state.step])
+            s, n = sample_pairs(prep.train_starts, prep.num_nodes, self.batch_size, rng)
+            pb = self.source.batch(s, n)
+            yield PairBatch(pb, pb.padded(self.pad_id),
+                            targets_for(prep.scaled, s, n, p.input_len, p.horizon,
+                                        prep.target_channel_idx))
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+class PromptRegression(Objective):
+    """The instruction-tuning loss: ``regression_loss`` (Huber or MAE) between the head's
+    forecast and the scaled targets, plus ``lm_loss_weight`` times :func:`lm_loss`."""
+
+    name = "teacher-finetune"
+
+    def __init__(self, cfg: TeacherFinetuneConfig, prefix: torch.Tensor) -> None:
+        self.cfg, self.prefix = cfg, prefix
+
+    def step_loss(self, model: STTeacher, batch: PairBatch, ctx: StepContext,
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, pb = self.cfg, batch.prompts
+        y_hat, h = model(self.prefix, batch.ids, pb.st_x, pb.tod, pb.dow, pb.nodes,
+                         reuse_prefix=cfg.reuse_prefix, return_hidden=True)
+        loss = regression_loss(y_hat, batch.y, cfg.loss, cfg.huber_delta)
+        if cfg.lm_loss_weight > 0:
+            loss = loss + cfg.lm_loss_weight * lm_loss(model, batch.ids, h)
+        return loss, {}
+
+
+class WarmupCosineLR(Callback):
+    """Step ``k``'s learning rate: ``lr * lr_scale`` of the group times :func:`_lr_factor`
+    (linear warm-up, then cosine decay to 10%); counts the prompt tokens trained on."""
+
+    def __init__(self, cfg: TeacherFinetuneConfig) -> None:
+        self.cfg = cfg
+
+    def on_step_start(self, trainer: Trainer, state: LoopState) -> None:
+        for g in trainer.optimizer.param_groups:
+            g["lr"] = self.cfg.lr * g["lr_scale"] * _lr_factor(state.step, self.cfg)
+
+    def on_step_end(self, trainer: Trainer, state: LoopState, batch: PairBatch,
+                    logs: dict) -> None:
+        state.extra["tokens"] = state.extra.get("tokens", 0) + batch.tokens
+
+
+class TeacherCheckpoint(Checkpoint):
+    """The teacher's checkpoint layout (module docstring): ``resume/`` (the latest trainable
+    tensors, ``optimizer.pt``, ``state.json``), ``weights.safetensors`` (the best validation
+    MAE; the latest weights when there is no validation) and ``teacher.json``. The loop state
+    is stored under state.json's keys (``step``, ``best_val_mae``, ``best_step``, ``history``,
+    ``train_seconds``, and the extras ``tokens``, ``devices``, ``encoder_pretrain``), so
+    earlier checkpoints resume as before.
+
+    Args:
+        resume: read ``resume/`` (the weights are already in the model: :func:`load_teacher`).
+        validated: the run has a validation subset.
+    """
+
+    def __init__(self, out: Path, cfg: TeacherFinetuneConfig, prepared: PreparedData,
+                 backbone: dict, resume: bool, validated: bool) -> None:
+        self.out, self.resume_dir = out, out / "resume"
+        self.cfg, self.prepared, self.backbone = cfg, prepared, backbone
+        self.resume, self.validated = resume, validated
+
+    def snapshot(self, model: STTeacher) -> dict[str, torch.Tensor]:
+        return model.trainable_state_dict()
+
+    def load(self, trainer: Trainer) -> LoopState | None:
+        if not self.resume:
+            return None
+        # saved on the CPU; load_state_dict moves the state to the parameters' device
+        trainer.optimizer.load_state_dict(torch.load(self.resume_dir / "optimizer.pt",
+                                                     weights_only=True, map_location="cpu"))
+        s = json.loads((self.resume_dir / "state.json").read_text())
+        return LoopState(
+            step=s["step"], history=s["history"], train_seconds=s["train_seconds"],
+            best_val=math.inf if s["best_val_mae"] is None else s["best_val_mae"],
+            best_at=-1 if s["best_step"] is None else s["best_step"],
+            extra={k: s[k] for k in ("tokens", "devices", "encoder_pretrain") if k in s})
+
+    def on_fit_start(self, trainer: Trainer, state: LoopState) -> None:
+        used = {**device_description(trainer.device), "from_step": state.step}
+        devices = state.extra.setdefault("devices", [])
+        if not devices or devices[-1]["device"] != used["device"] \
+                or devices[-1]["name"] != used["name"]:
+            devices.append(used)
+        if state.best_val == math.inf:  # nothing validated yet: the weights so far count
+            state.best_state, state.best_unsaved = self.snapshot(trainer.model), True
+        if not self.resume:
+            self.save(trainer, state)
+            state.best_unsaved = False
+
+    def state_json(self, state: LoopState) -> dict:
+        return {"step": state.step,
+                "best_val_mae": None if state.best_val == math.inf else state.best_val,
+                "best_step": None if state.best_at < 0 else state.best_at,
+                "history": state.history, "train_seconds": state.train_seconds, **state.extra}
+
+    def save(self, trainer: Trainer, state: LoopState) -> None:
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        latest = self.snapshot(trainer.model)
+        _save_tensors(latest, self.resume_dir / WEIGHTS_FILE)
+        atomic_torch_save(to_cpu(trainer.optimizer.state_dict()), self.resume_dir / "optimizer.pt")
+        summary = self.state_json(state)
+        _write_json(summary, self.resume_dir / "state.json")
+        best = self.out / WEIGHTS_FILE
+        if not self.validated:
+            _save_tensors(latest, best)
+        elif state.best_unsaved or not best.is_file():
+            _save_tensors(latest if state.best_state is None else state.best_state, best)
+        _write_json(_meta(self.cfg, self.prepared, self.backbone, trainer.model,
+                          _load_tensors(best), _training_summary(summary)),
+                    self.out / CONFIG_FILE)
+
+
+def _loop_config(cfg: TeacherFinetuneConfig, **changes) -> TrainConfig:
+    """The trainer settings of a teacher loop (no early stopping; the teacher keeps torch's
+    default kernels on CUDA, as it always has)."""
+    return TrainConfig(**{"epochs": 1, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                          "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip or None,
+                          "patience": None, "seed": cfg.seed, "deterministic": False,
+                          "time_budget_s": cfg.time_budget_s, "num_threads": cfg.num_threads,
+                          "device": cfg.device, "progress": cfg.progress, **changes})
+
+
 def pretrain_encoder(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFinetuneConfig,
                      batch_size: int = 512) -> dict:
     """Pre-train the ST encoder and the regression head as a plain forecaster.
 
     UrbanGPT pre-trains its spatio-temporal encoder on the forecasting task and then plugs it
     into the LLM (Li et al., KDD 2024, Sec. 3.2; the released ``pretrain_stencoder.pth``). Here
-    the encoder and the teacher's head are trained on every visible training (window, node)
-    pair for ``cfg.encoder_pretrain_epochs`` epochs with the fine-tuning loss, the head reading
-    the final norm of the encoder output (see :func:`_encoder_forecast`); instruction tuning
-    then starts from those weights, and with a zero-initialised tiny backbone its first
-    forecasts are exactly the pre-trained encoder's. Returns ``{"epochs", "train_loss"}``.
+    the encoder and the teacher's head are trained (Adam, no clipping, through
+    :class:`benchmark.trainer.Trainer`) on every visible training (window, node) pair for
+    ``cfg.encoder_pretrain_epochs`` epochs with the fine-tuning loss, the head reading the final
+    norm of the encoder output (see :func:`_encoder_forecast`); instruction tuning then starts
+    from those weights, and with a zero-initialised tiny backbone its first forecasts are
+    exactly the pre-trained encoder's. Returns ``{"epochs", "train_loss"}`` (the last epoch's
+    mean loss).
     """
-    p = prepared.protocol
-    dev = _device_of(teacher)
-    enc_params = list(teacher.st_encoder.parameters()) + list(teacher.head.parameters())
-    opt = torch.optim.Adam(enc_params, lr=cfg.encoder_pretrain_lr)
-    starts, nodes = np.meshgrid(prepared.train_starts, np.arange(prepared.num_nodes),
-                                indexing="ij")
-    starts, nodes = starts.reshape(-1), nodes.reshape(-1)
-    rng = np.random.default_rng([cfg.seed, 7])
-    loss_sum, count = 0.0, 0
-    bar = tqdm(total=cfg.encoder_pretrain_epochs, desc="ST encoder pretrain",
-               disable=not cfg.progress)
-    for _ in range(cfg.encoder_pretrain_epochs):
-        order = rng.permutation(len(starts))
-        loss_sum, count = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            s, n = torch.as_tensor(starts[idx]), torch.as_tensor(nodes[idx])
-            ix = s[:, None] + torch.arange(p.input_len)[None, :]
-            x = prepared.scaled[ix, n[:, None]]
-            last = s + p.input_len - 1
-            y = targets_for(prepared.scaled, starts[idx], nodes[idx], p.input_len, p.horizon,
-                            prepared.target_channel_idx).to(dev)
-            y_hat = _encoder_forecast(teacher, x.to(dev), prepared.tod[last].to(dev),
-                                      prepared.dow[last].to(dev), n.to(dev))
-            loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            count += len(idx)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4f}")
-    bar.close()
-    return {"epochs": cfg.encoder_pretrain_epochs, "train_loss": loss_sum / max(count, 1)}
+    params = list(teacher.st_encoder.parameters()) + list(teacher.head.parameters())
+    epoch_loss = EpochLoss()
+    config = _loop_config(cfg, epochs=cfg.encoder_pretrain_epochs, batch_size=batch_size,
+                          lr=cfg.encoder_pretrain_lr, grad_clip=None, weight_decay=0.0,
+                          time_budget_s=None)
+    Trainer(teacher, prepared, config, EncoderRegression(cfg),
+            batches=EncoderPairs(prepared, batch_size, cfg.seed), validate=no_validation,
+            optimizer=torch.optim.Adam(params, lr=cfg.encoder_pretrain_lr),
+            callbacks=[epoch_loss], restore_best=False, name="ST encoder pretrain").fit()
+    return {"epochs": cfg.encoder_pretrain_epochs, "train_loss": epoch_loss.mean}
 
 
 def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None) -> Path:
     """Fine-tune a teacher; returns the checkpoint directory (``config.output_dir``).
 
+    The steps run through :class:`benchmark.trainer.Trainer` (a step-based loop: ``steps``
+    optimiser steps, validation every ``eval_every``, a checkpoint every ``save_every``).
     Resumes from ``output_dir/resume`` when ``config.resume`` and it exists (same config
     required, except the run-control settings and ``device``). The teacher trains on
     ``config.device``; checkpoints hold CPU tensors only. The final ``weights.safetensors``
@@ -580,26 +759,24 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
     else:
         cfg.dataset = prepared.dataset_id
     out = Path(cfg.output_dir)
-    resume_dir = out / "resume"
     builder = PromptBuilder.from_prepared(prepared)
-    p = prepared.protocol
 
-    resuming = cfg.resume and (resume_dir / "state.json").is_file()
+    resuming = cfg.resume and (out / "resume" / "state.json").is_file()
+    initial = None
     if resuming:
         meta = read_config(out)
         saved = dict(meta["config"])
         now = cfg.to_dict()
         diff = sorted(k for k in now if k not in ("steps", "progress", "resume", "num_threads",
                                                   "output_dir", "eval_every", "save_every",
-                                                  "device")
+                                                  "device", "time_budget_s")
                       and saved.get(k) != now[k])
         if diff:
             raise TeacherCheckpointError(f"{out}: cannot resume with changed settings {diff}")
         teacher, _ = load_teacher(out, which="latest", device=dev)
         backbone = meta["backbone"]
-        state = json.loads((resume_dir / "state.json").read_text())
     else:
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed, deterministic=False)
         teacher, backbone = build_teacher(cfg, prepared, builder)
         out.mkdir(parents=True, exist_ok=True)
         teacher.tokenizer.save_pretrained(out / "tokenizer")
@@ -608,20 +785,14 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
             if teacher.tuning == "lora":
                 base = teacher.merged_lm()  # identical weights: LoRA B starts at zero
             base.save_pretrained(out / "base", safe_serialization=True)
-        state = {"step": 0, "best_val_mae": None, "best_step": None, "history": [],
-                 "train_seconds": 0.0, "tokens": 0}
+        initial = LoopState(extra={"tokens": 0})
         teacher.to(dev)
         if cfg.encoder_pretrain_epochs > 0:
             if teacher.st_encoder is None:
                 raise ValueError("encoder_pretrain_epochs > 0 needs st_encoder=True")
             t_pre = time.time()
-            state["encoder_pretrain"] = pretrain_encoder(teacher, prepared, cfg)
-            state["encoder_pretrain"]["seconds"] = round(time.time() - t_pre, 1)
-    used = {**device_description(dev), "from_step": state["step"]}
-    devices = state.setdefault("devices", [])
-    if not devices or devices[-1]["device"] != used["device"] \
-            or devices[-1]["name"] != used["name"]:
-        devices.append(used)
+            initial.extra["encoder_pretrain"] = pretrain_encoder(teacher, prepared, cfg)
+            initial.extra["encoder_pretrain"]["seconds"] = round(time.time() - t_pre, 1)
     teacher.train()
     source = PromptSource(builder, teacher.tokenizer, prepared.scaled, prepared.tod,
                           prepared.dow, with_series=teacher.st_encoder is not None)
@@ -634,94 +805,33 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
         groups.append({"params": [q for q in params if id(q) in pre_ids],
                        "lr_scale": cfg.pretrained_lr_scale})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if resuming:
-        # saved on the CPU; load_state_dict moves the state to the parameters' device
-        opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True,
-                                       map_location="cpu"))
 
     val_starts = prepared.starts("val")
     eval_rng = np.random.default_rng([cfg.seed, 10**6])
     ev = (sample_pairs(val_starts, prepared.num_nodes, cfg.eval_pairs, eval_rng)
           if len(val_starts) and cfg.eval_pairs > 0 else None)
+
+    def validate(trainer: Trainer) -> float | None:
+        return None if ev is None else evaluate_mae(teacher, source, ev[0], ev[1], prepared,
+                                                    reuse_prefix=cfg.reuse_prefix)
+
+    if initial is not None and ev is not None and cfg.encoder_pretrain_epochs > 0:
+        # the pre-trained encoder inside the untrained LM is the run's first validated state
+        pre = initial.extra["encoder_pretrain"]
+        pre["val_mae_encoder_only"] = _encoder_mae(teacher, prepared, ev[0], ev[1])
+        pre["val_mae_teacher"] = mae = validate(None)
+        initial.history.append({"step": 0, "train_loss": None, "val_mae": mae})
+        initial.best_val, initial.best_at = mae, 0
+        initial.best_state, initial.best_unsaved = teacher.trainable_state_dict(), True
     prefix = torch.as_tensor(source.prefix_ids, dtype=torch.long, device=dev)
-    pad = teacher.tokenizer.pad_token_id or 0
-    best = teacher.trainable_state_dict() if state["best_val_mae"] is None else None
-
-    def save_resume() -> None:
-        resume_dir.mkdir(parents=True, exist_ok=True)
-        w = teacher.trainable_state_dict()
-        _save_tensors(w, resume_dir / WEIGHTS_FILE)
-        tmp = resume_dir / "optimizer.pt.tmp"
-        torch.save(_to_cpu(opt.state_dict()), tmp)
-        os.replace(tmp, resume_dir / "optimizer.pt")
-        _write_json(state, resume_dir / "state.json")
-        if not (out / WEIGHTS_FILE).is_file() or best is not None:
-            bw = best if best is not None else w
-            _save_tensors(bw, out / WEIGHTS_FILE)
-        _write_json(_meta(cfg, prepared, backbone, teacher, _load_tensors(out / WEIGHTS_FILE),
-                          _training_summary(state)), out / CONFIG_FILE)
-
-    if not resuming:
-        if ev is not None and cfg.encoder_pretrain_epochs > 0:
-            state["encoder_pretrain"]["val_mae_encoder_only"] = _encoder_mae(
-                teacher, prepared, ev[0], ev[1])
-            mae = evaluate_mae(teacher, source, ev[0], ev[1], prepared,
-                               reuse_prefix=cfg.reuse_prefix)
-            state["encoder_pretrain"]["val_mae_teacher"] = mae
-            state["history"].append({"step": 0, "train_loss": None, "val_mae": mae})
-            state["best_val_mae"], state["best_step"] = mae, 0
-            best = teacher.trainable_state_dict()
-        save_resume()
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc="teacher finetune",
-               disable=not cfg.progress)
-    t0 = time.time()
-    run_loss = None
-    while state["step"] < cfg.steps:
-        k = state["step"]
-        rng = np.random.default_rng([cfg.seed, k])
-        s, n = sample_pairs(prepared.train_starts, prepared.num_nodes, cfg.batch_size, rng)
-        pb: PromptBatch = source.batch(s, n)
-        ids = pb.padded(pad).to(dev)
-        st = pb.to(dev)
-        y = targets_for(prepared.scaled, s, n, p.input_len, p.horizon,
-                        prepared.target_channel_idx).to(dev)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * g["lr_scale"] * _lr_factor(k, cfg)
-        y_hat, h = teacher(prefix, ids, st.st_x, st.tod, st.dow, st.nodes,
-                           reuse_prefix=cfg.reuse_prefix, return_hidden=True)
-        loss = regression_loss(y_hat, y, cfg.loss, cfg.huber_delta)
-        if cfg.lm_loss_weight > 0:
-            loss = loss + cfg.lm_loss_weight * lm_loss(teacher, ids, h)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        state["step"] = k + 1
-        state["tokens"] += sum(len(x) for x in pb.suffix_ids) + len(pb) * len(pb.prefix_ids)
-        lv = float(loss.detach())
-        run_loss = lv if run_loss is None else 0.95 * run_loss + 0.05 * lv
-        bar.update(1)
-        bar.set_postfix(loss=f"{run_loss:.4f}")
-        last = state["step"] == cfg.steps
-        if ev is not None and (state["step"] % cfg.eval_every == 0 or last):
-            mae = evaluate_mae(teacher, source, ev[0], ev[1], prepared,
-                               reuse_prefix=cfg.reuse_prefix)
-            state["history"].append({"step": state["step"], "train_loss": run_loss,
-                                     "val_mae": mae})
-            if state["best_val_mae"] is None or mae < state["best_val_mae"]:
-                state["best_val_mae"], state["best_step"] = mae, state["step"]
-                best = teacher.trainable_state_dict()
-            bar.set_postfix(loss=f"{run_loss:.4f}", val_mae=f"{mae:.3f}")
-        elif ev is None:
-            best = teacher.trainable_state_dict()
-        if state["step"] % cfg.save_every == 0 or last:
-            state["train_seconds"] += time.time() - t0
-            t0 = time.time()
-            save_resume()
-    bar.close()
-    state["train_seconds"] += time.time() - t0
-    save_resume()
+    Trainer(teacher, prepared, _loop_config(cfg), PromptRegression(cfg, prefix),
+            batches=PromptPairs(prepared, source, cfg.batch_size, cfg.seed,
+                                teacher.tokenizer.pad_token_id or 0),
+            validate=validate, optimizer=opt,
+            checkpoint=TeacherCheckpoint(out, cfg, prepared, backbone, resuming, ev is not None),
+            callbacks=[WarmupCosineLR(cfg)], plan=StepPlan(cfg.steps, cfg.eval_every,
+                                                           cfg.save_every),
+            restore_best=False, name="teacher finetune").fit(initial)
     return out
 
 

@@ -18,16 +18,10 @@ from tqdm.auto import tqdm
 from benchmark.data.protocol import Protocol, protocol_hash
 from benchmark.data.stdata import DataError
 from benchmark.data.windows import PreparedData
+from benchmark.device import device_description, resolve_device
 
 from .backends import PromptSource, backend_version, get_backend
-from .finetune import (
-    device_description,
-    load_prepared,
-    load_teacher,
-    read_config,
-    resolve_device,
-    scaler_from_meta,
-)
+from .finetune import load_prepared, load_teacher, read_config, scaler_from_meta
 from .prompts import TEMPLATE_VERSION, PromptBuilder, pairs, template_hash
 
 
