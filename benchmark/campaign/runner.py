@@ -122,6 +122,8 @@ def default_workers(device: str, cpus: int) -> int:
 class _Worker:
     proc: object
     conn: object
+    spawned: float = 0.0
+    ready: bool = False  # it has imported everything and waits for jobs
     job: Job | None = None
     started: float = 0.0
     term_sent: float | None = None
@@ -156,6 +158,7 @@ class CampaignRunner:
         self.workers: list[_Worker] = []
         self.watches: dict[str, _Watch] = {}
         self.first_checkpoint: dict[str, float] = {}  # model -> seconds to its first checkpoint
+        self.worker_startup = 0.0  # the longest a worker took to start (imports) so far
         self.queue = Queue()
         self._lock = threading.RLock()
         self._interrupt: str | None = None
@@ -257,12 +260,18 @@ class CampaignRunner:
         snap = 2 * self.snapshotter.max_seconds if self.snapshotter is not None else 0.0
         return self.deadline - self.cfg.margin_s - self.cfg.grace_s - snap
 
-    def _fits(self, job: Job, now: float) -> bool:
+    def _fits(self, job: Job, now: float, worker: _Worker | None = None) -> bool:
+        """Whether ``job`` can reach its first checkpoint before ``stop_at`` on ``worker`` (None:
+        a worker yet to be started)."""
         left = self.stop_at() - now
         need = self.cfg.min_start_s
         first = self.first_checkpoint.get(job.model)
         if first is not None:
             need = max(need, self.cfg.safety * first)
+        if worker is None:
+            need += self.cfg.safety * self.worker_startup
+        elif not worker.ready:
+            need += self.cfg.safety * max(0.0, self.worker_startup - (now - worker.spawned))
         return left >= need
 
     # ----------------------------------------------------------------- loop
@@ -291,7 +300,8 @@ class CampaignRunner:
                     ready = self._ready_jobs()
                     if not ready:  # done, or what is left waits on a failed job
                         return FINISHED if not self._left() else BLOCKED
-                    if not any(self._fits(j, now) for j in ready):
+                    idle = next((w for w in self.workers if w.term_sent is None), None)
+                    if not any(self._fits(j, now, idle) for j in ready):
                         return DEADLINE
                 self._write_log()
             conns = [w.conn for w in self.workers]
@@ -331,10 +341,10 @@ class CampaignRunner:
                 continue
             if job.kind == RUN and lock_held(self.runs_dir, job.key):
                 continue  # another process trains it now; look again later
-            if not self._fits(job, now):
+            worker = idle[0] if idle else None
+            if not self._fits(job, now, worker):
                 continue
-            worker = idle[0] if idle else self._spawn()
-            self._send(worker, job, now)
+            self._send(worker or self._spawn(), job, now)
 
     def _spawn(self) -> _Worker:
         from ..allocator import malloc_tuned
@@ -345,7 +355,7 @@ class CampaignRunner:
                            name="campaign-worker", daemon=False)
         proc.start()
         child.close()
-        w = _Worker(proc=proc, conn=parent)
+        w = _Worker(proc=proc, conn=parent, spawned=time.monotonic())
         self.workers.append(w)
         return w
 
@@ -353,8 +363,8 @@ class CampaignRunner:
         if job.kind == RUN:
             spec = replace(job.spec, train=replace(job.spec.train, progress=False))
             payload = {"spec": spec, "records": str(self.records_dir), "runs": str(self.runs_dir)}
-        else:
-            payload = {"sweep": job.sweep}
+        else:  # progress is no part of a run's identity: the teacher's run id stays
+            payload = {"sweep": replace(job.sweep, train={**job.sweep.train, "progress": False})}
         w.conn.send((job.kind, job.key, payload))
         w.job, w.started = job, now
         self.state[job.key] = RUNNING
@@ -377,7 +387,9 @@ class CampaignRunner:
                     if msg[0] == DONE:
                         self._job_done(w, msg[1], msg[2], msg[3])
                     elif msg[0] == READY:
-                        pass
+                        w.ready = True
+                        self.worker_startup = max(self.worker_startup,
+                                                  time.monotonic() - w.spawned)
             except (EOFError, OSError, ValueError):
                 continue  # the worker died; _reap sees it
 

@@ -8,7 +8,7 @@ each file through :mod:`benchmark.atomic`:
   they resume where they were) and ``best.pt`` of finished teacher runs (their soft labels are
   remade from it), in the queue's priority order, split into parts of at most ``part_mb`` and
   ``max_mb`` in all (runs beyond that are listed as left out); a run's two files are taken only
-  when they belong together (``last.pt``'s ``best_epoch`` is ``best.pt``'s ``epoch``);
+  when they were on disk together (:func:`pair_belongs_together`);
 * ``log.jsonl``: the campaign log of this and earlier windows;
 * ``status.json``, written last: the queue, what is running and the manifest of the files above
   (sha256 of every checkpoint part). Checkpoint parts get a new generation number when they
@@ -73,11 +73,19 @@ def _checkpoint_fields(data: bytes, *keys: str) -> dict:
     return {k: ck.get(k) for k in keys}
 
 
+def pair_belongs_together(last: dict, best: dict) -> bool:
+    """Whether ``last.pt`` (its ``epoch``, ``best_epoch``) and ``best.pt`` (its ``epoch``) were on
+    disk together at some moment. After an epoch that improved, the trainer replaces ``best.pt``
+    and then ``last.pt``: so ``best.pt`` is the one ``last.pt`` names, or, between the two
+    writes, the next epoch's (a resumed run repeats that epoch). A ``best.pt`` older than the
+    one ``last.pt`` names was read before an update of both: read them again."""
+    return best["epoch"] in (last["best_epoch"], last["epoch"] + 1)
+
+
 def read_checkpoints(run_dir: Path, kind: str, tries: int = 5) -> dict[str, bytes] | None:
-    """The bytes of a run's checkpoints that belong together: ``last.pt`` and ``best.pt`` of the
-    same moment (``kind == "resume"``), or ``best.pt`` alone (``"teacher"``); None when absent.
-    The trainer replaces ``best.pt`` and then ``last.pt`` after an epoch; a pair read between
-    the two is read again."""
+    """The bytes of a run's checkpoints that belong together (:func:`pair_belongs_together`):
+    ``last.pt`` and ``best.pt`` (``kind == "resume"``), or ``best.pt`` alone (``"teacher"``);
+    None when absent, or when no pair that belongs together was read in ``tries``."""
     names = ("best.pt",) if kind == TEACHER_WEIGHTS else ("best.pt", "last.pt")
     for _ in range(tries):
         files = {}
@@ -93,12 +101,12 @@ def read_checkpoints(run_dir: Path, kind: str, tries: int = 5) -> dict[str, byte
         if "best.pt" not in files:
             return files
         try:
-            last = _checkpoint_fields(files["last.pt"], "best_epoch")
+            last = _checkpoint_fields(files["last.pt"], "epoch", "best_epoch")
             best = _checkpoint_fields(files["best.pt"], "epoch")
         except Exception:  # noqa: BLE001 - unreadable now; read again
             time.sleep(0.2)
             continue
-        if last["best_epoch"] == best["epoch"]:
+        if pair_belongs_together(last, best):
             return files
         time.sleep(0.2)
     return None

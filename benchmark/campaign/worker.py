@@ -2,8 +2,9 @@
 time, until told to stop.
 
 SIGTERM raises :class:`WorkerStop` (a ``BaseException``, so the run's own error handling does
-not swallow it): the run's ``finally`` blocks remove temporary files and release its lock, and
-its last checkpoint (written atomically after every epoch) stays, so the run resumes from there.
+not swallow it), after any checkpoint write in progress: the run's ``finally`` blocks remove
+temporary files and release its lock, and its last checkpoint (written atomically after every
+epoch) stays, so the run resumes from there.
 SIGINT is ignored: a Ctrl-C reaches the whole process group, and the campaign decides.
 """
 
@@ -22,7 +23,26 @@ class WorkerStop(BaseException):
     """The campaign asked this worker to stop (SIGTERM)."""
 
 
+# A stop that lands while a checkpoint is being written waits until the write is over (looked at
+# again every STOP_RETRY_S by SIGALRM): the trainer writes best.pt then last.pt after an epoch,
+# and stopping inside the second write would leave last.pt an epoch behind best.pt (resumable,
+# but the epoch is repeated).
+WRITERS = {"atomic_file", "atomic_write_bytes", "atomic_torch_save", "write_record"}
+STOP_RETRY_S = 0.05
+
+
+def _writing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name in WRITERS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_term(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    if _writing(frame):
+        signal.setitimer(signal.ITIMER_REAL, STOP_RETRY_S)
+        return
     raise WorkerStop()
 
 
@@ -32,12 +52,14 @@ def worker_main(conn: Connection, threads: int, tune: bool) -> None:
     ends the worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGALRM, _on_term)  # a stop put off by a checkpoint write
     try:
         if tune:
             from ..allocator import tune_malloc
 
             tune_malloc()
         import torch
+        import torch._dynamo  # noqa: F401 - the first optimizer imports it (seconds): now
 
         from ..models import registry
 
@@ -56,6 +78,7 @@ def worker_main(conn: Connection, threads: int, tune: bool) -> None:
     # every file the runs wrote is complete (atomic writes) and their locks go with the process:
     # skip the interpreter's and torch's teardown, which takes seconds (a CUDA context more)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
