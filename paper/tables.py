@@ -391,8 +391,11 @@ def headline_table(frame: pd.DataFrame, out_dir: Path, awaiting: dict[str, dict[
     trained on all of it (records of :func:`headline_frame`), errors averaged over horizons,
     mean ± std over seeds, how many seeds converged and how each run stopped, and the student's
     MAE relative to each baseline's, whichever way it falls. ``awaiting`` ({dataset: {model:
-    command}}) adds datasets without records and names the command for each missing arm."""
-    sel = headline_frame(frame) if not frame.empty else frame
+    command}}) adds datasets without records and names the command for each missing arm.
+    Without any records (of any run) it writes nothing, like every other table."""
+    if frame.empty:
+        return _skip(stem, "no records")
+    sel = headline_frame(frame)
     awaiting = awaiting or {}
     arms = [HEADLINE_STUDENT, *HEADLINE_BASELINES]
     cols = [metric_column(m, AVG) for m in metrics]

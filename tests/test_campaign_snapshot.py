@@ -64,13 +64,14 @@ def test_parts_are_split_capped_and_replaced(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "snap"
     for name in ("r1", "r2", "r3"):
         checkpoint(runs, name, epoch=1, best_epoch=1, size=100_000)  # ~0.4 MB per file
-    carry = [("r1", RESUME), ("r2", RESUME), ("r3", RESUME)]
+    checkpoint(runs, "big", epoch=1, best_epoch=1, size=200_000)  # larger than a part
+    carry = [("big", RESUME), ("r1", RESUME), ("r2", RESUME), ("r3", RESUME)]
     snap = Snapshotter(out, tmp_path / "rec", runs, lambda: ({"x": 1}, carry, ["{}"]),
                        SnapshotConfig(part_mb=1.0, max_mb=1.7))
     status = snap.write()
     manifest = status["snapshot"]["checkpoints"]
     assert [sorted(p["runs"]) for p in manifest["parts"]] == [["r1"], ["r2"]]
-    assert manifest["left_out"] == ["r3"]
+    assert manifest["left_out"] == ["big", "r3"]
     assert status["x"] == 1 and json.loads((out / "status.json").read_text()) == status
     first = {p["file"] for p in manifest["parts"]}
     assert {p.name for p in out.iterdir()} == first | {"status.json", "records.tar.gz",

@@ -163,6 +163,7 @@ class CampaignRunner:
         self._lock = threading.RLock()
         self._interrupt: str | None = None
         self._teacher_runs: dict[str, str] = {}  # store path -> teacher run id
+        self._teachers_seen: list[str] = []  # run ids teacher jobs trained in this window
         self._log_dirty = False
         self._log_written = 0.0
         self.t0 = time.monotonic()  # the window's start; log rows carry seconds since then
@@ -399,6 +400,9 @@ class CampaignRunner:
         if job is None or job.key != key:
             return
         watch = self.watches.pop(key, None)
+        current = self.queue.by_key().get(key)  # the queue may have been rebuilt meanwhile
+        if current is not None and outcome in (FINISHED, SKIPPED):
+            current.finished = True
         seconds = time.monotonic() - w.started
         conc = watch.concurrency / seconds if watch is not None and seconds > 0 else None
         if outcome in (FINISHED, SKIPPED):
@@ -411,6 +415,7 @@ class CampaignRunner:
                  dataset=job.dataset, seconds=round(seconds, 3),
                  mean_concurrent=None if conc is None else round(conc, 3),
                  epochs_here=len(watch.boundaries) if watch else None,
+                 run_id=watch.run_id if watch else None,
                  error=(err or "").strip().splitlines()[-1:] if outcome == FAILED else None)
         if job.kind == TEACHER and outcome == FINISHED:
             self.queue = build_queue(self.campaign, self.records_dir)
@@ -474,6 +479,8 @@ class CampaignRunner:
                 watch.run_id = _locked_run_of(self.runs_dir, w.proc.pid, w.started)
                 if watch.run_id is None:
                     continue
+                if watch.run_id not in self._teachers_seen:
+                    self._teachers_seen.append(watch.run_id)
                 watch.mtime = _mtime(self.runs_dir / watch.run_id / "last.pt")
             path = self.runs_dir / watch.run_id / "last.pt"
             m = _mtime(path)
@@ -597,15 +604,14 @@ class CampaignRunner:
     def _snapshot_state(self) -> tuple[dict, list[tuple[str, str]], list[str]]:
         with self._lock:
             status = self.status()
-            carry = [(rid, TEACHER_WEIGHTS) for rid in self._teacher_run_ids()]
+            # teachers first: finished ones carry their weights (their labels are made again
+            # from them), unfinished ones resume like any run
+            carry = [(rid, TEACHER_WEIGHTS if is_finished(self.records_dir, rid) else RESUME)
+                     for rid in dict.fromkeys(self._teacher_run_ids() + self._teachers_seen)]
             for job in self.queue.jobs:
                 if job.kind == RUN and not job.finished and not job.pending and \
                         (self.runs_dir / job.key / "last.pt").exists():
                     carry.append((job.key, RESUME))
-            for watch in self.watches.values():  # a teacher being trained
-                if watch.job.kind == TEACHER and watch.run_id and \
-                        (watch.run_id, RESUME) not in carry:
-                    carry.append((watch.run_id, RESUME))
             return status, carry, list(self.log_lines)
 
 

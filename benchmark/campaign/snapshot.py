@@ -51,7 +51,7 @@ class SnapshotConfig:
     """Attributes:
         interval_s: seconds between snapshots.
         checkpoints: carry checkpoints (unfinished runs, teacher weights).
-        part_mb: largest checkpoint archive (a run larger than this gets a part of its own).
+        part_mb: largest checkpoint archive (a run whose files are larger is left out).
         max_mb: checkpoint bytes in all; runs beyond it are left out (named in status.json).
     """
 
@@ -229,7 +229,7 @@ class Snapshotter:
             if not files:
                 continue
             size = sum(len(b) for b in files.values())
-            if total + size > total_limit:
+            if total + size > total_limit or size > part_limit:
                 left_out.append(run_id)
                 continue
             if parts[-1] and sizes[-1] + size > part_limit:
