@@ -365,3 +365,18 @@ def test_deadline_nothing_starts_after_it_and_the_campaign_exits_before(tmp_path
     assert status["queue"][0] | {"label": ""} == {
         "step": 1, "label": "", "sweep": "long", "file": "long.toml", "runs": 4, "done": 1,
         "running": 0, "left": 3, "awaiting_teacher": 0, "failed": 0}
+
+
+def test_bad_input_fails_in_one_line_before_anything_starts(tmp_path, capsys):
+    spec = write_campaign(tmp_path)
+    (tmp_path / "students.toml").write_text((tmp_path / "students.toml").read_text()
+                                            .replace('"model:stid"', '"bogus:stid"'))
+    common = ["--records", str(tmp_path / "rec"), "--runs", str(tmp_path / "runs")]
+    assert main(["campaign", "run", str(spec), *common, "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown teacher kind 'bogus'" in err[0]
+    assert not (tmp_path / "runs").exists()  # no worker, no log, nothing written
+    assert main(["campaign", "run", str(spec), *common, "--deadline", "soon"]) == 2
+    assert "--deadline 'soon': expected seconds" in capsys.readouterr().err
+    assert main(["campaign", "status", "--snapshot", str(tmp_path)]) == 2
+    assert "no campaign snapshot here" in capsys.readouterr().err

@@ -207,33 +207,34 @@ class CampaignRunner:
         cpus = os.cpu_count() or 1
         self.n_workers = cfg.workers or default_workers(self.device, cpus)
         self.threads = cfg.threads or max(1, cpus // self.n_workers)
-        for _ in range(self.n_workers):  # their start-up (imports) overlaps the queue's
-            self._spawn()
-        self.queue = build_queue(self.campaign, self.records_dir)
-        self.log("window_start", device=self.device, gpu=self.gpu, workers=self.n_workers,
-                 threads=self.threads, cpus=cpus,
-                 deadline_s=None if self.deadline is None else round(self.deadline - t0, 3),
-                 seeded_records=seeded["records"], seeded_checkpoints=len(seeded["checkpoints"]),
-                 seed_problems=seeded["problems"])
         self.snapshotter = None
-        if cfg.snapshot_dir is not None:
-            self.snapshotter = Snapshotter(cfg.snapshot_dir, self.records_dir, self.runs_dir,
-                                           self._snapshot_state, cfg.snapshot)
-            self.snapshotter.write()
-            self.snapshotter.start()
+        self.queue = build_queue(self.campaign, self.records_dir)  # bad input fails here
         old_handlers = self._install_signal_handlers()
-        final = FINISHED
         try:
+            self.log("window_start", device=self.device, gpu=self.gpu, workers=self.n_workers,
+                     threads=self.threads, cpus=cpus,
+                     deadline_s=None if self.deadline is None else round(self.deadline - t0, 3),
+                     seeded_records=seeded["records"],
+                     seeded_checkpoints=len(seeded["checkpoints"]),
+                     seed_problems=seeded["problems"])
+            for _ in range(min(self.n_workers, len(self._ready_jobs()))):
+                self._spawn()  # all at once: their start-up (imports) overlaps
+            if cfg.snapshot_dir is not None:
+                self.snapshotter = Snapshotter(cfg.snapshot_dir, self.records_dir,
+                                               self.runs_dir, self._snapshot_state, cfg.snapshot)
+                self.snapshotter.write()
+                self.snapshotter.start()
             final = self._loop()
-        finally:
+        finally:  # whatever happened, every run is left resumable and no worker outlives us
             self._shutdown()
             self._restore_signal_handlers(old_handlers)
+            if self.snapshotter is not None:
+                self.snapshotter.stop()
         result = self._result(final)
         self.log("window_end", state=final, seconds=time.monotonic() - t0,
                  summary=result.summary())
         self._final_state = final
         if self.snapshotter is not None:
-            self.snapshotter.stop()
             self.snapshotter.write()
         self._write_log(force=True)
         return result
