@@ -444,6 +444,7 @@ class CampaignRunner:
                     self.state[job.key] = PARKED
                     self.log("parked", key=job.key, step=job.step + 1, model=job.model,
                              why=w.reason or "SIGTERM from outside",
+                             run_id=watch.run_id if watch else None,
                              epochs_done=watch.epochs_done if watch else None,
                              seconds=round(time.monotonic() - w.started, 3))
                 else:

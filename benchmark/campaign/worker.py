@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 
@@ -60,6 +61,11 @@ def worker_main(conn: Connection, threads: int, tune: bool) -> None:
             tune_malloc()
         import torch
         import torch._dynamo  # noqa: F401 - the first optimizer imports it (seconds): now
+        from tqdm.auto import tqdm
+
+        # tqdm's default lock is a multiprocessing semaphore, which a stopped worker would
+        # leave behind (the resource tracker warns); a thread lock does here
+        tqdm.set_lock(threading.RLock())
 
         from ..models import registry
 
