@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .allocator import tune_malloc
 from .atomic import atomic_write_text
+from .campaign.cli import add_campaign_commands
 from .cli_args import (
     add_debug_flag,
     add_run_arguments,
@@ -162,7 +163,7 @@ def add_figures_command(sub) -> None:
 # Subcommands that live in the harness but outside this module, and modules outside the harness
 # with an ``add_commands(subparsers)`` function (imported by name so that benchmark never imports
 # a concrete method; a module that is not installed is skipped).
-EXTRA_COMMANDS = (add_leaderboard_commands, add_figures_command)
+EXTRA_COMMANDS = (add_leaderboard_commands, add_figures_command, add_campaign_commands)
 COMMAND_MODULES = ("flowdistill.cli",)
 
 

@@ -56,3 +56,20 @@ def run_lock(runs_dir: Path, run_id: str, timeout_s: float | None = None,
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def lock_held(runs_dir: Path, run_id: str) -> bool:
+    """Whether another process holds the lock of ``run_id`` now (it is training the run). Asks
+    for a shared lock without waiting and drops it at once; a missing lock file means no."""
+    path = lock_path(runs_dir, run_id)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor drops the shared lock, if taken
+    return False

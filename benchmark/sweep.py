@@ -112,6 +112,29 @@ class SweepSpec:
             check_run_settings(model, ds, {"train": f"{source} [train_per_model.{model}]"},
                                train=self.train_per_model.get(model, {}))
 
+    def subset(self, source: str | None = None, **keep: list | None) -> SweepSpec:
+        """The same sweep restricted to some of its ``datasets``, ``models``, ``fractions`` or
+        ``seeds`` (None keeps all). Its runs keep their ids: a run id never depends on the rest
+        of the grid. A value the sweep does not have raises ValueError naming ``source``."""
+        from dataclasses import replace
+
+        changes = {}
+        for axis, wanted in keep.items():
+            if axis not in ("datasets", "models", "fractions", "seeds"):
+                raise ValueError(f"{source or self.name}: cannot restrict sweep {self.name!r} by "
+                                 f"{axis!r}; use datasets, models, fractions or seeds")
+            if wanted is None:
+                continue
+            have = list(getattr(self, axis))
+            if axis == "fractions":
+                have, wanted = [float(f) for f in have], [float(f) for f in wanted]
+            unknown = [w for w in wanted if w not in have]
+            if unknown or not wanted:
+                raise ValueError(f"{source or self.name}: {axis} {unknown or wanted} not in sweep "
+                                 f"{self.name!r} (it has {have})")
+            changes[axis] = [h for h in have if h in wanted]  # the sweep's own order
+        return replace(self, **changes)
+
     def grid(self) -> list[tuple]:
         """The grid's (dataset, fraction, model, seed) tuples."""
         return list(itertools.product(self.datasets, self.fractions, self.models, self.seeds))
@@ -172,10 +195,15 @@ def resolve_teachers(sweep: SweepSpec, create: bool = True) -> SweepSpec:
     return replace(sweep, teachers=out)
 
 
-def _uses_teacher(model: str) -> bool:
+def uses_teacher(model: str) -> bool:
+    """Whether ``model`` learns from a teacher's soft labels (its runs need the sweep's
+    teacher for their dataset)."""
     from .models import get_spec
 
     return "distill" in get_spec(model).tags
+
+
+_uses_teacher = uses_teacher
 
 
 @dataclass

@@ -9,8 +9,10 @@
   ``foundation``, ``baselines`` and ``student`` (every record when none carries those tags),
   full training data;
 * training-fraction table and figure: sweeps ``fraction`` and ``student`` (else every record);
-* students vs graph baselines (the headline claim): every record; students at two or more
-  fractions, graph baselines at 100 %;
+* the headline claim (table and figure): flowdistill at 10 % from sweep ``headline`` against
+  STGCN and GWNet at 100 % from ``main``, per dataset, with ``awaits`` rows for what is missing;
+* students vs graph baselines: every record; students at two or more fractions, graph
+  baselines at 100 %;
 * ablation table: sweeps ``ablation`` and ``student`` (else every record), flowdistill and its
   variants; ``ablation_cpu``: the CPU sweeps ``student-cpu`` and ``student-llm``;
 * scaling table and figure: ``<out>/scaling/*.json`` rows plus records with ``num_nodes``;
@@ -30,11 +32,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from .figures import fraction_figure, headline_figure, horizon_figure, scaling_figure, series_figure
+from .figures import (
+    fraction_figure,
+    headline_claim_figure,
+    headline_figure,
+    horizon_figure,
+    scaling_figure,
+    series_figure,
+)
 from .frame import dedupe, load_frame, select_tag
 from .published import published_table
 from .scaling import load_scaling, scaling_table
-from .tables import ablation_table, accuracy_table, efficiency_table, fraction_table
+from .tables import (
+    HEADLINE_TAGS,
+    ablation_table,
+    accuracy_table,
+    efficiency_table,
+    fraction_table,
+    headline_table,
+)
 
 # one record per run: the newest of identical runs of one sweep, recipe and machine kind (runs
 # of different sweeps, recipes or machines are different rows, never pooled or replaced)
@@ -125,6 +141,7 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
     abl = experiment_frame(runs, cfg.ablation_tag, "ablation", full_data=False)
     abl_cpu = experiment_frame(runs, cfg.cpu_ablation_tag, "CPU ablation", full_data=False)
     rows = load_scaling(cfg.scaling or Path(cfg.out) / "scaling", frame)
+    headline = runs if runs.empty else dedupe(runs, RUN_KEYS, "headline")
     return {
         "accuracy table": accuracy_table(main, tables, digits=cfg.digits,
                                          awaiting=awaiting_models(cfg.main_tag, True)),
@@ -138,8 +155,11 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
         "published vs ours": published_table(runs, tables, digits=cfg.digits),
         "error vs training fraction": fraction_figure(frac, figures),
         "error per horizon": horizon_figure(main, figures),
-        "students vs graph baselines": headline_figure(
-            runs if runs.empty else dedupe(runs, RUN_KEYS, "headline"), figures),
+        "headline table": headline_table(
+            headline, tables, digits=cfg.digits,
+            awaiting=awaiting_models(",".join(HEADLINE_TAGS), full_data=False)),
+        "headline figure": headline_claim_figure(headline, figures),
+        "students vs graph baselines": headline_figure(headline, figures),
         "latency and memory vs N": scaling_figure(rows, figures),
         "predicted vs true series": series_figure(main, figures, cfg.runs),
     }

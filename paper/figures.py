@@ -33,7 +33,15 @@ from .frame import (
     with_unpooled_keys,
 )
 from .predictions import load_predictions, predictions_path
-from .tables import _mask_text, _protocol_text, dataset_groups
+from .tables import (
+    HEADLINE_BASELINES,
+    HEADLINE_STUDENT,
+    HEADLINE_TAGS,
+    _mask_text,
+    _protocol_text,
+    dataset_groups,
+    headline_frame,
+)
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 9,
          "legend.fontsize": 7, "axes.grid": True, "grid.alpha": 0.3, "pdf.fonttype": 42,
@@ -351,6 +359,67 @@ def headline_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key
                       f"Test {METRIC_LABELS.get(metric, metric)} ({what}). Protocol: "
                       f"{_protocol_caption([(p[0], p[1]) for p in panels])}. {BAND_TEXT} "
                       f"({_seeds_text(everything)}).")
+        return save_figure(fig, out_dir, stem)
+
+
+def headline_claim_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae",
+                          key: str = AVG, stem: str = "headline_claim") -> list[Path]:
+    """The headline claim at a glance: per dataset, FlowDistill trained on 10 % of the training
+    data beside STGCN and GWNet trained on all of it (:func:`paper.tables.headline_frame`):
+    each run a dot, the mean over seeds a bar with ± 1 std, the seed count under it; an arm
+    without records is marked as awaiting. A panel per dataset with the student and at least
+    one baseline; skipped (with a note) otherwise."""
+    col = metric_column(metric, key)
+    arms = [HEADLINE_STUDENT, *HEADLINE_BASELINES]
+    panels = []
+    sel = headline_frame(frame) if not frame.empty else frame
+    if not sel.empty and col in sel:
+        for dataset, _, g, suffix in dataset_groups(sel):
+            g = with_unpooled_keys(g)
+            models = set(g["model"])
+            if HEADLINE_STUDENT[0] in models and models & {m for m, _, _ in HEADLINE_BASELINES}:
+                panels.append((dataset + suffix, g))
+    if not panels:
+        print(f"skip {stem}: no dataset has FlowDistill at 10 % (sweep {HEADLINE_TAGS[0]}) and "
+              f"STGCN or GWNet at 100 % (sweep {HEADLINE_TAGS[1]})")
+        return []
+    what = "mean over horizons" if key == AVG else key
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _grid(len(panels), width=3.6, height=3.2)
+        for ax, (title, g) in zip(axes, panels, strict=True):
+            for x, (model, frac, label) in enumerate(arms):
+                rows = g[(g["model"] == model) & (g["train_fraction"] == frac)]
+                st = model_style(model)
+                keys = _series_keys(rows) if not rows.empty else []
+                if not keys:
+                    ax.text(x, 0.02, "awaits", transform=blended_transform_factory(
+                        ax.transData, ax.transAxes), ha="center", va="bottom", fontsize=7,
+                        color="0.4")
+                    continue
+                width = 0.6 / len(keys)
+                for i, (skey, _) in enumerate(keys):
+                    vals = rows_of(rows, skey)[col].dropna().to_numpy(dtype=float)
+                    if not len(vals):
+                        continue
+                    xi = x - 0.3 + width * (i + 0.5)
+                    std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                    ax.bar(xi, float(vals.mean()), width=width * 0.9, color=st["color"],
+                           alpha=0.35, yerr=std if std > 0 else None, capsize=3, lw=0,
+                           label=label if i == 0 else None)
+                    ax.plot(np.full(len(vals), xi), vals, ls="none", marker=st["marker"],
+                            ms=3.5, color=st["color"])
+                    ax.text(xi, 0.02, f"n={len(vals)}", transform=blended_transform_factory(
+                        ax.transData, ax.transAxes), ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(arms)), [label for _, _, label in arms], fontsize=7)
+            ax.set_xlim(-0.6, len(arms) - 0.4)
+            ax.set_title(title)
+            ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)} ({what})")
+        _outside_legend(fig, axes)
+        _caption(fig, f"FlowDistill trained on the most recent 10 % of the training period "
+                      f"(sweep {HEADLINE_TAGS[0]}) against STGCN and GWNet trained on all of it "
+                      f"(sweep {HEADLINE_TAGS[1]}). Test {METRIC_LABELS.get(metric, metric)} "
+                      f"({what}); dots: runs, bars: mean over seeds with ± 1 standard deviation, "
+                      f"n: seeds. Protocol: {_protocol_caption(panels)}.")
         return save_figure(fig, out_dir, stem)
 
 

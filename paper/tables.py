@@ -349,3 +349,112 @@ def efficiency_table(frame: pd.DataFrame, out_dir: Path, stem: str = "efficiency
     if not tables:
         return _skip(stem, "no records with efficiency measurements")
     return write_tables(tables, out_dir, stem, "Efficiency")
+
+
+# The paper's headline claim: the student on a tenth of the training data against the graph
+# baselines on all of it. (model, training fraction, label); the student's runs come from the
+# ``headline`` sweep, the baselines' from ``main`` (each model's own recipe, no time cap).
+HEADLINE_STUDENT = ("flowdistill", 0.1, "FlowDistill, 10 %")
+HEADLINE_BASELINES = (("stgcn", 1.0, "STGCN, 100 %"), ("gwnet", 1.0, "GWNet, 100 %"))
+HEADLINE_TAGS = ("headline", "main")  # the student's sweep, the baselines' sweep
+
+
+def headline_frame(frame: pd.DataFrame, student_tag: str = HEADLINE_TAGS[0],
+                   baseline_tag: str = HEADLINE_TAGS[1]) -> pd.DataFrame:
+    """The records of the headline claim: the student at its fraction from ``student_tag``, the
+    baselines at theirs from ``baseline_tag``."""
+    if frame.empty:
+        return frame
+    tag = frame["tag"] if "tag" in frame.columns else frame["sweep"]
+    keep = pd.Series(False, index=frame.index)
+    model, frac, _ = HEADLINE_STUDENT
+    keep |= (frame["model"] == model) & (frame["train_fraction"] == frac) & (tag == student_tag)
+    for model, frac, _ in HEADLINE_BASELINES:
+        keep |= ((frame["model"] == model) & (frame["train_fraction"] == frac)
+                 & (tag == baseline_tag))
+    return frame[keep]
+
+
+def converged_count(rows: pd.DataFrame) -> int:
+    """Runs that ended by early stopping or a closed-form fit (not an epoch limit or cap)."""
+    if rows.empty:
+        return 0
+    epochs = rows.get("epochs_run", pd.Series(index=rows.index, dtype=float))
+    stop = rows.get("stopped_by", pd.Series(index=rows.index, dtype=object))
+    return int(((stop == "early_stopping") | (epochs.fillna(-1) == 0)).sum())
+
+
+def headline_table(frame: pd.DataFrame, out_dir: Path, awaiting: dict[str, dict[str, str]]
+                   | None = None, metrics: tuple[str, ...] = METRICS, digits: int = 2,
+                   stem: str = "headline") -> list[Path]:
+    """Per dataset: FlowDistill trained on 10 % of the training data against STGCN and GWNet
+    trained on all of it (records of :func:`headline_frame`), errors averaged over horizons,
+    mean ± std over seeds, how many seeds converged and how each run stopped, and the student's
+    MAE relative to each baseline's, whichever way it falls. ``awaiting`` ({dataset: {model:
+    command}}) adds datasets without records and names the command for each missing arm.
+    Without any records (of any run) it writes nothing, like every other table."""
+    if frame.empty:
+        return _skip(stem, "no records")
+    sel = headline_frame(frame)
+    awaiting = awaiting or {}
+    arms = [HEADLINE_STUDENT, *HEADLINE_BASELINES]
+    cols = [metric_column(m, AVG) for m in metrics]
+    groups = list(dataset_groups(sel)) if not sel.empty else []
+    have = {d for d, *_ in groups}
+    groups += [(d, "", pd.DataFrame(), "") for d in sorted(set(awaiting) - have)]
+    if not groups:
+        return _skip(stem, "no records of the headline claim and no sweep that makes them")
+    tables = []
+    mae = metric_column("mae", AVG)
+    for dataset, phash, g, suffix in groups:
+        gk = with_unpooled_keys(g) if not g.empty else g
+        sec = Section(None)
+        student_mae: dict[str, float] = {}  # machine -> the student's mean MAE
+        for model, frac, label in arms:
+            mine = gk[(gk["model"] == model) & (gk["train_fraction"] == frac)] if not gk.empty \
+                else gk
+            keys = _row_keys(mine) if not mine.empty else []
+            if not keys:
+                cmd = (awaiting.get(dataset) or {}).get(model)
+                sec.rows.append([Cell(text=label)] + [Cell(digits=digits) for _ in cols]
+                                + [Cell(text="0"), Cell(text="0"),
+                                   Cell(text=f"awaits: {cmd}" if cmd else "no records"),
+                                   Cell(text="–")])
+                continue
+            for key in keys:
+                rows = rows_of(mine, key)
+                agg = aggregate(rows, by=ROW_KEYS, metrics=tuple(c for c in cols
+                                                                 if c in rows.columns))
+                row = agg.iloc[0]
+                vs = "–"
+                m = float(row[f"{mae}_mean"]) if f"{mae}_mean" in row else float("nan")
+                if model == HEADLINE_STUDENT[0]:
+                    student_mae.setdefault(key[3], m)
+                elif key[3] in student_mae and m > 0:
+                    rel = 100 * (student_mae[key[3]] - m) / m
+                    vs = f"{rel:+.1f} % ({'lower' if rel < 0 else 'higher'})"
+                sec.rows.append([Cell(text=label + _source_label(key, mine))]
+                                + _value_cells(row, cols, digits)
+                                + [Cell(text=str(int(row["seeds"]))),
+                                   Cell(text=str(converged_count(rows))),
+                                   Cell(text=stop_summary(rows) or "–"), Cell(text=vs)])
+        mark_best(sec, 1, list(range(len(cols))))
+        proto = ", ".join(t for t in (_protocol_text(g), _mask_text(g)) if t) if not g.empty \
+            else ""
+        label = table_label(dataset, phash, suffix) if phash else dataset.replace("_", "-")
+        tables.append(Table(
+            caption=f"{dataset}{suffix}: FlowDistill on 10 % of the training data vs STGCN and "
+                    f"GWNet on all of it, test error averaged over horizons"
+                    + (f" ({proto})" if proto else ""),
+            label=f"tab:{stem}-{label}", row_header=["Model, training data"],
+            column_groups=[("Avg.", [METRIC_LABELS.get(m, m) for m in metrics]),
+                           ("", ["Seeds", "Converged", "Stopped", "FlowDistill 10 % MAE vs row"])],
+            sections=[sec],
+            note=f"Mean ± std over seeds. FlowDistill: sweep {HEADLINE_TAGS[0]} (the most recent "
+                 f"10 % of the training period, its teacher trained on all of it); STGCN, GWNet: "
+                 f"sweep {HEADLINE_TAGS[1]}; each model with its own recipe. Converged: runs "
+                 "ended by early stopping. Last column: FlowDistill's mean MAE relative to the "
+                 "row's (negative: FlowDistill is better). awaits: no record yet, and the command "
+                 "that makes it. Bold: lowest mean per column."))
+    return write_tables(tables, out_dir, stem, "Headline: FlowDistill at 10 % vs STGCN and GWNet "
+                        "at 100 %")

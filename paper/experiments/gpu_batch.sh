@@ -25,21 +25,7 @@ snapshot() { tar czf "$OUT/records.tgz.tmp" -C "$REC" . && mv "$OUT/records.tgz.
 SNAP=$!
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
-cuda_ok() { timeout 60 python3 -c "import torch; x = torch.ones(8, device='cuda'); print('cuda client ok', float(x.sum()))"; }
-if command -v nvidia-cuda-mps-control >/dev/null; then
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
-  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  if nvidia-cuda-mps-control -d && cuda_ok; then
-    echo "MPS on"
-  else
-    echo "MPS unavailable; running without it"
-    echo quit | nvidia-cuda-mps-control 2>/dev/null
-    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-    cuda_ok || echo "CUDA check failed"
-  fi
-else
-  echo "no nvidia-cuda-mps-control; running without MPS"
-fi
+. paper/experiments/gpu_mps.sh
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 
 sweep() {
