@@ -133,24 +133,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------- figures
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Run ``python -m paper.build`` in a child process (nothing imports ``paper/``; it ships in
-    the distribution, and a checkout runs its own copy)."""
+    """Run ``python -m paper.build`` in a child process (nothing imports ``paper/``) in the
+    workspace: a checkout runs its own copy, an install the packaged one, and paper.build's
+    relative defaults (``runs``) are the workspace's (:mod:`benchmark.paths`)."""
     import importlib.util
     import subprocess
 
-    from .experiment import default_records_dir, default_runs_dir
-    from .paths import module_env, source_checkout, workspace_root
+    from .experiment import default_records_dir
+    from .paths import source_checkout, workspace_root
 
     if source_checkout() is None and importlib.util.find_spec("paper") is None:
         raise FileNotFoundError("the paper package is not installed; reinstall flowdistill-bench "
                                 "or run from a source checkout")
+    root = workspace_root()
     cmd = [sys.executable, "-m", "paper.build",
            "--records", str(Path(args.records or default_records_dir()).resolve()),
-           "--out", str(Path(args.out or workspace_root() / "results").resolve()),
-           "--runs", str(Path(args.runs or default_runs_dir()).resolve())]
-    if args.scaling is not None:
-        cmd += ["--scaling", str(Path(args.scaling).resolve())]
-    return subprocess.run(cmd, env=module_env(), check=False).returncode
+           "--out", str(Path(args.out or root / "results").resolve())]
+    for flag, value in (("--runs", args.runs), ("--scaling", args.scaling)):
+        if value is not None:
+            cmd += [flag, str(Path(value).resolve())]
+    root.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, cwd=root, check=False).returncode
 
 
 def add_figures_command(sub) -> None:

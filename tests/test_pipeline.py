@@ -186,3 +186,22 @@ def test_child_modules_run_this_checkout(monkeypatch):
     env = paths.module_env({"PYTHONPATH": "/elsewhere"})
     assert env["PYTHONPATH"] == os.pathsep.join([str(REPO_ROOT), "/elsewhere"])
     assert paths.module_env({})["PYTHONPATH"] == str(REPO_ROOT)
+
+
+def test_figures_command_installed_writes_into_the_flowdistill_home(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, cwd, check: calls.append((cmd, cwd))
+                        or type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr(paths, "PACKAGE_PARENT", tmp_path / "site-packages")
+    monkeypatch.setenv("FLOWDISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FLOWDISTILL_RECORDS", raising=False)
+    assert main(["figures"]) == 0
+    (cmd, cwd), = calls
+    home = tmp_path / "home"
+    assert cmd == [sys.executable, "-m", "paper.build", "--records",
+                   str((home / "results" / "records").resolve()),
+                   "--out", str((home / "results").resolve())]
+    assert Path(cwd) == home and home.is_dir()  # paper.build's default runs/ is the home's
