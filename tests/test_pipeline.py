@@ -60,6 +60,15 @@ def test_figure_tags_are_paper_builds_tag_flags():
     assert sorted(tags) == sorted(FIGURE_TAGS)
 
 
+def test_scaling_settings_are_the_scaling_scripts_flags():
+    from perf.scaling import ScalingConfig, build_parser
+
+    dests = set(vars(build_parser().parse_args(["--out", "-"]))) - {"models", "nodes", "out"}
+    assert set(pipeline.SCALING_SETTINGS) == dests
+    # each flag sets the ScalingConfig field of its name, or is one of the run's own switches
+    assert dests - {f.name for f in fields(ScalingConfig)} == {"redo_failed", "no_progress"}
+
+
 def test_scaling_flags_only_for_set_booleans():
     step = Scaling(["mlp"], [8], {"keep_going": True, "redo_failed": False, "threads": 1})
     assert step.flags() == ["--keep-going", "--threads", "1"]
@@ -82,8 +91,6 @@ datasets = ["synthetic"]
      "steps[1].tags.mian: unknown table tag"),
     ("[[steps]]\nkind = \"scaling\"\nmodels = [\"mlp\"]\nnodes = [8]\n"
      "settings = { batchsize = 8 }\n", "steps[1].settings.batchsize: unknown scaling setting"),
-    ("[[steps]]\nkind = \"scaling\"\nmodels = [\"mlp\"]\nnodes = [8]\n"
-     "settings = { warmup = 0 }\n", "steps[1].settings: scaling: batch_size, warmup"),
     ("[[steps]]\nkind = \"llm-teacher\"\ndataset = \"synthetic\"\ncheckpoint = \"t\"\n"
      "students = \"foundation\"\nfinetune = { stepz = 4 }\n",
      "steps[1].finetune.stepz: unknown TeacherFinetuneConfig field"),
