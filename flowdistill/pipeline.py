@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -138,9 +138,9 @@ class LLMTeacher:
 
     dataset: str
     checkpoint: str  # relative to the runs directory
-    finetune: dict
     students: SweepSpec
-    label: dict = field(default_factory=dict)
+    finetune: dict = field(default_factory=dict)  # TeacherFinetuneConfig fields
+    label: dict = field(default_factory=dict)  # keywords of llm_labels.label
 
     @property
     def name(self) -> str:
@@ -239,6 +239,10 @@ class Figures:
 
 
 Step = VerifyData | Sweep | LLMTeacher | Scaling | Figures
+# a profile's ``kind`` -> its step class, whose fields are the keys of the step's table (but
+# Sweep.toml, which the reader sets)
+STEP_KINDS: dict[str, type] = {"verify-data": VerifyData, "sweep": Sweep,
+                               "llm-teacher": LLMTeacher, "scaling": Scaling, "figures": Figures}
 
 
 # --------------------------------------------------------------------------- profiles
@@ -296,17 +300,13 @@ class ProfileReader:
         return SweepSpec.from_dict(self.table(value, where), f"{self.source} [{where}]"), None
 
     def step(self, d: dict, where: str) -> Step:
-        kinds = {"verify-data": ({"datasets"}, {"datasets"}),
-                 "sweep": ({"sweep"}, {"sweep"}),
-                 "llm-teacher": ({"dataset", "checkpoint", "finetune", "label", "students"},
-                                 {"dataset", "checkpoint", "students"}),
-                 "scaling": ({"models", "nodes", "settings"}, {"models", "nodes"}),
-                 "figures": ({"tags"}, set())}
         kind = d.get("kind")
-        if kind not in kinds:
-            raise self.fail(f"{where}.kind", f"expected one of {', '.join(kinds)}, got {kind!r}")
-        allowed, required = kinds[kind]
-        self.keys(d, where, allowed | {"kind"}, required)
+        if kind not in STEP_KINDS:
+            raise self.fail(f"{where}.kind",
+                            f"expected one of {', '.join(STEP_KINDS)}, got {kind!r}")
+        keys = [f for f in fields(STEP_KINDS[kind]) if f.name != "toml"]
+        self.keys(d, where, {f.name for f in keys} | {"kind"},
+                  {f.name for f in keys if f.default is MISSING and f.default_factory is MISSING})
         if kind == "verify-data":
             return VerifyData(list(d["datasets"]))
         if kind == "sweep":
@@ -314,8 +314,8 @@ class ProfileReader:
             return Sweep(spec, toml)
         if kind == "llm-teacher":
             return LLMTeacher(d["dataset"], d["checkpoint"],
-                              self.finetune(d.get("finetune", {}), f"{where}.finetune"),
                               self.sweep(d["students"], f"{where}.students")[0],
+                              self.finetune(d.get("finetune", {}), f"{where}.finetune"),
                               self.label(d.get("label", {}), f"{where}.label"))
         if kind == "scaling":
             return Scaling(list(d["models"]), [int(n) for n in d["nodes"]],
