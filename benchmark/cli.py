@@ -134,28 +134,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------- figures
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Run ``python -m paper.build`` from the source checkout (nothing imports ``paper/``)."""
+    """Run ``python -m paper.build`` in a child process (nothing imports ``paper/``) in the
+    workspace: a checkout runs its own copy, an install the packaged one, and paper.build's
+    relative defaults (``runs``) are the workspace's (:mod:`benchmark.paths`)."""
+    import importlib.util
     import subprocess
 
-    from .experiment import REPO_ROOT, default_records_dir
+    from .experiment import default_records_dir
+    from .paths import source_checkout, workspace_root
 
-    if not (REPO_ROOT / "paper" / "build.py").exists():
-        raise FileNotFoundError(f"{REPO_ROOT / 'paper'}: paper/ scripts not found; "
-                                "`flowdistill figures` needs a source checkout")
+    if source_checkout() is None and importlib.util.find_spec("paper") is None:
+        raise FileNotFoundError("the paper package is not installed; reinstall flowdistill-bench "
+                                "or run from a source checkout")
+    root = workspace_root()
     cmd = [sys.executable, "-m", "paper.build",
            "--records", str(Path(args.records or default_records_dir()).resolve()),
-           "--out", str(Path(args.out or REPO_ROOT / "results").resolve())]
+           "--out", str(Path(args.out or root / "results").resolve())]
     for flag, value in (("--runs", args.runs), ("--scaling", args.scaling)):
         if value is not None:
             cmd += [flag, str(Path(value).resolve())]
-    return subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
+    root.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, cwd=root, check=False).returncode
 
 
 def add_figures_command(sub) -> None:
     f = sub.add_parser("figures", help="rebuild the paper's tables and figures from run records")
-    f.add_argument("--records", type=Path, help="record directory (default results/records)")
-    f.add_argument("--out", type=Path, help="output root of tables/, figures/ (default results)")
-    f.add_argument("--runs", type=Path, help="run directory with test_predictions.npz files")
+    f.add_argument("--records", type=Path, help="record directory (default $FLOWDISTILL_RECORDS, "
+                   "else results/records of the workspace: the checkout, or the flowdistill "
+                   "home when installed)")
+    f.add_argument("--out", type=Path, help="output root of tables/, figures/ (default "
+                   "results/ of the workspace)")
+    f.add_argument("--runs", type=Path, help="run directory with test_predictions.npz files "
+                   "(default $FLOWDISTILL_RUNS, else runs/ of the workspace)")
     f.add_argument("--scaling", type=Path, help="scaling rows (default <out>/scaling)")
     f.set_defaults(func=cmd_figures)
 

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from .paths import flowdistill_home
 from .settings import SettingError
 from .trainer import TrainConfig
 
@@ -44,12 +45,7 @@ RUNS_HELP = ("user runs directory of ad-hoc runs: records go to DIR/records, che
 def user_runs_dir() -> Path:
     """Where ad-hoc ``train``, ``predict`` and ``teacher label`` runs go:
     ``$FLOWDISTILL_HOME/runs``, else ``<platformdirs user data dir>/flowdistill/runs``."""
-    home = os.environ.get("FLOWDISTILL_HOME")
-    if not home:
-        from platformdirs import user_data_dir
-
-        home = user_data_dir("flowdistill")
-    return Path(home).expanduser() / "runs"
+    return flowdistill_home() / "runs"
 
 
 def adhoc_dirs(args: argparse.Namespace) -> tuple[Path, Path]:

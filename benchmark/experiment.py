@@ -21,6 +21,7 @@ from .efficiency import EfficiencyConfig, measure_efficiency
 from .locks import run_lock
 from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
 from .objectives import SupervisedObjective
+from .paths import PACKAGE_PARENT, workspace_root
 from .recipes import describe_recipe, get_recipe, train_config_for
 from .records import (
     RecordExistsError,
@@ -35,15 +36,17 @@ from .records import (
 )
 from .trainer import TrainConfig, Trainer, seed_everything
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = PACKAGE_PARENT  # the source checkout (site-packages when installed; see .paths)
 
 
 def default_records_dir() -> Path:
-    return Path(os.environ.get("FLOWDISTILL_RECORDS", REPO_ROOT / "results" / "records"))
+    """``$FLOWDISTILL_RECORDS``, else ``<workspace>/results/records`` (:mod:`benchmark.paths`)."""
+    return Path(os.environ.get("FLOWDISTILL_RECORDS", workspace_root() / "results" / "records"))
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("FLOWDISTILL_RUNS", REPO_ROOT / "runs"))
+    """``$FLOWDISTILL_RUNS``, else ``<workspace>/runs`` (:mod:`benchmark.paths`)."""
+    return Path(os.environ.get("FLOWDISTILL_RUNS", workspace_root() / "runs"))
 
 
 @dataclass

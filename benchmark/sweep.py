@@ -83,13 +83,19 @@ class SweepSpec:
             d = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: cannot read sweep spec ({e})") from e
+        return cls.from_dict(d, str(path))
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> SweepSpec:
+        """The sweep of a TOML table ``d``; errors name ``source`` (the file, and the table
+        when the sweep is part of a larger file)."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"{path}: unknown sweep fields {sorted(unknown)}")
+            raise ValueError(f"{source}: unknown sweep fields {sorted(unknown)}")
         if "name" not in d or "models" not in d:
-            raise ValueError(f"{path}: a sweep needs 'name' and 'models'")
+            raise ValueError(f"{source}: a sweep needs 'name' and 'models'")
         spec = cls(**d)
-        spec.check_settings(str(path))
+        spec.check_settings(source)
         return spec
 
     def check_settings(self, source: str | None = None) -> None:
@@ -161,8 +167,9 @@ class SweepSpec:
 
 
 # "<kind>:<arg>" teacher references -> store paths; methods register their kinds (flowdistill
-# registers "model"). A resolver gets (arg, dataset, sweep, create) and returns a path, or None
-# when ``create`` is False and the labels do not exist yet.
+# registers "model"). A resolver gets (arg, dataset, sweep, create) and the keywords
+# records_dir, runs_dir, label_root (None: the defaults) and returns a path, or None when
+# ``create`` is False and the labels do not exist yet.
 TEACHER_RESOLVERS: dict[str, Callable[[str, str, SweepSpec, bool], str | None]] = {}
 
 
@@ -170,9 +177,12 @@ def register_teacher_resolver(kind: str, fn: Callable) -> None:
     TEACHER_RESOLVERS[kind] = fn
 
 
-def resolve_teachers(sweep: SweepSpec, create: bool = True) -> SweepSpec:
+def resolve_teachers(sweep: SweepSpec, create: bool = True, *, records_dir: Path | None = None,
+                     runs_dir: Path | None = None, label_root: Path | None = None) -> SweepSpec:
     """A copy of ``sweep`` whose teacher references are store paths (training teachers when
-    ``create``); unresolvable references are dropped when not creating."""
+    ``create``, their records in ``records_dir``, checkpoints in ``runs_dir`` and labels in
+    ``label_root``; None: the defaults); unresolvable references are dropped when not
+    creating."""
     from dataclasses import replace
 
     from .models import registry
@@ -184,7 +194,8 @@ def resolve_teachers(sweep: SweepSpec, create: bool = True) -> SweepSpec:
             continue
         kind, sep, arg = ref.partition(":")
         if sep and kind in TEACHER_RESOLVERS:
-            path = TEACHER_RESOLVERS[kind](arg, ds, sweep, create)
+            path = TEACHER_RESOLVERS[kind](arg, ds, sweep, create, records_dir=records_dir,
+                                           runs_dir=runs_dir, label_root=label_root)
             if path is not None:
                 out[ds] = path
         elif sep and not Path(ref).exists():
@@ -236,15 +247,19 @@ def _run_one(spec: RunSpec, records_dir: str, runs_dir: str) -> tuple[str, str, 
 def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
               records_dir: Path | None = None, runs_dir: Path | None = None,
               progress: bool = True, ray_resources: dict | None = None,
-              on_done: Callable[[str, str | None], None] | None = None) -> SweepResult:
+              on_done: Callable[[str, str | None], None] | None = None,
+              label_root: Path | None = None) -> SweepResult:
     """Run every unfinished run of ``sweep``; failures are collected, not fatal. Safe to run
     twice at once (two shells, two machines on one file system): each run trains once, under
-    its lock, and the other sweep counts it as skipped."""
+    its lock, and the other sweep counts it as skipped. Teachers the sweep trains (``model:``
+    references) keep their records and checkpoints beside the sweep's and their labels in
+    ``label_root`` (None: ``$FLOWDISTILL_LABELS``, else the workspace's ``cache/labels``)."""
+    sweep = resolve_teachers(sweep, records_dir=records_dir, runs_dir=runs_dir,
+                             label_root=label_root)
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     result = SweepResult()
     todo = []
-    sweep = resolve_teachers(sweep)
     for spec in sweep.expand():
         if is_finished(records_dir, spec.run_id()):
             result.skipped.append(spec.run_id())
@@ -311,10 +326,12 @@ def _run_ray(todo: list[RunSpec], records_dir: Path, runs_dir: Path, resources: 
             done(*ray.get(ref))
 
 
-def sweep_status(sweep: SweepSpec, records_dir: Path | None = None) -> dict:
+def sweep_status(sweep: SweepSpec, records_dir: Path | None = None,
+                 label_root: Path | None = None) -> dict:
     """How many runs of ``sweep`` are finished."""
+    resolved = resolve_teachers(sweep, create=False, records_dir=records_dir,
+                                label_root=label_root)
     records_dir = Path(records_dir or default_records_dir())
-    resolved = resolve_teachers(sweep, create=False)
     runs = [r for r in resolved.expand()
             if r.teacher is not None or not _uses_teacher(r.model)]
     runs += [None] * (len(sweep.grid()) - len(runs))

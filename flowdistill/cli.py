@@ -85,9 +85,13 @@ def add_commands(sub) -> None:
 
     rep = sub.add_parser("reproduce", help="the whole pipeline: data, teachers, students, "
                          "baselines, tables, figures")
-    rep.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
-    rep.add_argument("--out", type=Path, help="output directory (default: results/, or "
-                     "runs/reproduce-smoke for the smoke profile)")
+    rep.add_argument("--profile", default="cpu", metavar="NAME|PATH.toml",
+                     help="smoke, cpu (default) or paper (paper/experiments/profiles/NAME.toml), "
+                     "or a profile file of your own (see docs/reproduce.md)")
+    rep.add_argument("--out", type=Path, help="output directory (default: the profile's out "
+                     "under the workspace: results/, or runs/reproduce-smoke for smoke, in the "
+                     "checkout; installed, under $FLOWDISTILL_HOME, else the user data "
+                     "directory)")
     rep.add_argument("--workers", type=int, help="parallel runs in each sweep")
     rep.add_argument("--only", nargs="*", help="run only these steps (e.g. figures sweep)")
     rep.set_defaults(func=cmd_reproduce)

@@ -52,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmark.paths import module_env
+
 OK, OOM, ERROR = "ok", "oom", "error"
 _OOM_MESSAGES = ("not enough memory", "out of memory", "cannot allocate memory",
                  "can't allocate memory", "unable to allocate", "failed to allocate")
@@ -342,8 +343,7 @@ def run_one(model_name: str, num_nodes: int, cfg: ScalingConfig, device: str) ->
     """Measure one (model, N) in a child process; always returns a row (see module docstring)."""
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         result, log = Path(tmp) / "row.json", Path(tmp) / "stderr.txt"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        env = module_env()  # the child runs this checkout's code, or the installed package
         if cfg.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg.threads)
         cmd = [sys.executable, "-m", "perf.scaling", "--child", model_name,

@@ -47,9 +47,9 @@ SAME_MODEL_METRICS_REL = 1e-9  # same model name + every overall metric equal to
 
 
 def default_root() -> Path:
-    from ..experiment import REPO_ROOT
+    from ..paths import workspace_root
 
-    return Path(os.environ.get(ENV_ROOT, REPO_ROOT / "results" / "leaderboard"))
+    return Path(os.environ.get(ENV_ROOT, workspace_root() / "results" / "leaderboard"))
 
 
 def default_records_dir() -> Path:

@@ -19,13 +19,13 @@ import torch
 
 from benchmark.data.protocol import protocol_hash
 from benchmark.experiment import (
-    REPO_ROOT,
     RunSpec,
     default_runs_dir,
     load_prepared,
     load_trained_model,
     run_experiment,
 )
+from benchmark.paths import workspace_root
 from benchmark.records import is_finished
 
 from .label_store import SoftLabelStore, version_key
@@ -34,8 +34,9 @@ LABEL_SPLITS = ("train_all", "val", "test")
 
 
 def default_label_root() -> Path:
-    """``FLOWDISTILL_LABELS``, else ``<repo>/cache/labels`` (ignored by git)."""
-    return Path(os.environ.get("FLOWDISTILL_LABELS", REPO_ROOT / "cache" / "labels"))
+    """``FLOWDISTILL_LABELS``, else ``<workspace>/cache/labels`` (ignored by git; see
+    :mod:`benchmark.paths`)."""
+    return Path(os.environ.get("FLOWDISTILL_LABELS", workspace_root() / "cache" / "labels"))
 
 
 def label_from_model(spec: RunSpec, label_root: Path | None = None,
@@ -82,10 +83,14 @@ def _records() -> Path:
     return default_records_dir()
 
 
-def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = True) -> str | None:
+def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = True, *,
+                          records_dir: Path | None = None, runs_dir: Path | None = None,
+                          label_root: Path | None = None) -> str | None:
     """Sweep teacher reference ``model:<name>``: a ``<name>`` teacher on ``dataset`` trained with
     the sweep's data options, protocol, recipe and train settings (plus
-    ``train_per_model[<name>]``), seed 0, all of the training data."""
+    ``train_per_model[<name>]``), seed 0, all of the training data; its record in
+    ``records_dir``, checkpoints in ``runs_dir``, labels in ``label_root`` (None: the
+    defaults)."""
     spec = RunSpec(model=model_name, dataset=dataset,
                    dataset_options=sweep.dataset_options.get(dataset, {}),
                    protocol=sweep.protocol.get(dataset, {}), train_fraction=1.0,
@@ -93,10 +98,10 @@ def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = T
                    train=sweep.train_config(model_name, seed=0), tag="teacher",
                    recipe=sweep.recipe)
     if not create:
-        if not is_finished(_records(), spec.run_id()):
+        if not is_finished(Path(records_dir or _records()), spec.run_id()):
             return None
         # the store key depends on the trained weights; find the store made from this run
-        for meta in sorted(default_label_root().glob("*/meta.json")):
+        for meta in sorted(Path(label_root or default_label_root()).glob("*/meta.json")):
             try:
                 md = json.loads(meta.read_text()).get("metadata", {})
                 if md.get("teacher_run_id") == spec.run_id():
@@ -104,7 +109,8 @@ def resolve_model_teacher(model_name: str, dataset: str, sweep, create: bool = T
             except json.JSONDecodeError:
                 continue
         return None
-    return str(label_from_model(spec).path)
+    return str(label_from_model(spec, label_root=label_root, records_dir=records_dir,
+                                runs_dir=runs_dir).path)
 
 
 def _register() -> None:
