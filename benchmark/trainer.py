@@ -28,6 +28,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,25 @@ from .device import resolve_device
 from .loop import Callback, Checkpoint, LoopState, StepPlan
 from .metrics import ProtocolMetrics
 from .objectives import Objective, StepContext, SupervisedObjective
+
+
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """Ask torch for deterministic kernels on every device inside the block, and restore the
+    previous setting afterwards (so that runs later in the process are unaffected).
+
+    The forecasters do not need it on CPU (:func:`seed_everything`), but the LLM teacher does:
+    with two CPU threads, two identically seeded fine-tunes of the tiny Llama gave different
+    weights in the last bits (a backward kernel accumulates in a thread-dependent order), and so
+    different label stores and student run ids; with this flag they are bitwise equal.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 @dataclass

@@ -70,6 +70,19 @@ def test_lora_steps_reduce_the_loss(tmp_path, prepared, monkeypatch):
     assert _fixed_loss(t1, prepared) < 0.8 * _fixed_loss(t0, prepared)
 
 
+def test_same_config_same_weights_bitwise(tmp_path, trained, prepared):
+    """Seeded fine-tunes repeat bitwise with torch's multi-threaded CPU kernels (deterministic
+    kernels inside finetune only: the process's setting is restored afterwards)."""
+    torch.set_num_threads(2)
+    again = finetune(_cfg(tmp_path / "again"), prepared)
+    first = json.loads((trained / "teacher.json").read_text())
+    second = json.loads((again / "teacher.json").read_text())
+    assert second["adapter_hash"] == first["adapter_hash"]
+    assert (again / "weights.safetensors").read_bytes() == (
+        trained / "weights.safetensors").read_bytes()
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_checkpoint_round_trip(trained, prepared):
     teacher, meta = load_teacher(trained)
     assert meta["template_hash"] and meta["protocol_hash"] and meta["adapter_hash"]

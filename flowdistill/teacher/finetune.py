@@ -44,7 +44,7 @@ from benchmark.device import check_device_name, device_description, resolve_devi
 from benchmark.loop import Callback, Checkpoint, LoopState, StepPlan, no_validation
 from benchmark.losses import regression_loss
 from benchmark.objectives import Objective, StepContext
-from benchmark.trainer import TrainConfig, Trainer, seed_everything
+from benchmark.trainer import TrainConfig, Trainer, deterministic_kernels, seed_everything
 
 from .backends import PromptBatch, PromptSource
 from .model import (
@@ -749,7 +749,14 @@ def finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None = None
     ``config.device``; checkpoints hold CPU tensors only. The final ``weights.safetensors``
     holds the weights with the best validation MAE on the evaluation subset (the last ones when
     there is no validation split).
+    Deterministic kernels are on throughout (:func:`benchmark.trainer.deterministic_kernels`),
+    so the same config gives the same weights bitwise on the same machine kind.
     """
+    with deterministic_kernels():
+        return _finetune(config, prepared)
+
+
+def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> Path:
     cfg = config
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
