@@ -118,10 +118,26 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- sweep
+def sweep_file(spec: Path) -> Path:
+    """``spec`` if it is a file; else the suite's own sweep of that name (``main`` or
+    ``paper/experiments/main.toml`` from outside a checkout: the TOMLs ship in the wheel)."""
+    spec = Path(spec)
+    if spec.is_file():
+        return spec
+    from importlib.resources import as_file, files
+
+    packaged = files("paper") / "experiments" / f"{spec.stem}.toml"
+    if spec.suffix in ("", ".toml") and packaged.is_file():
+        with as_file(packaged) as p:  # a plain file inside an installed package
+            return Path(p)
+    raise FileNotFoundError(f"{spec}: no such sweep file, and no sweep {spec.stem!r} ships "
+                            "with the suite (see paper/experiments/)")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepSpec, run_sweep, sweep_status
 
-    spec = SweepSpec.from_toml(args.spec)
+    spec = SweepSpec.from_toml(sweep_file(args.spec))
     if args.status:
         print(json.dumps(sweep_status(spec, args.records)))
         return 0
@@ -205,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_results)
 
     sw = sub.add_parser("sweep", help="run (or resume) a sweep spec (TOML)")
-    sw.add_argument("spec", type=Path)
+    sw.add_argument("spec", type=Path, help="sweep TOML file, or the name of one of the suite's "
+                    "sweeps (e.g. main: paper/experiments/main.toml, also when installed)")
     sw.add_argument("--executor", default="local", choices=["local", "ray"])
     sw.add_argument("--workers", type=int, default=1, help="local process-pool size")
     sw.add_argument("--cpus-per-run", type=float, default=1)

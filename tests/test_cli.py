@@ -182,3 +182,17 @@ def test_teacher_label_from_model_reuses_the_finished_run(home, tmp_path, monkey
     assert len(list((home / "records").glob("teacher-*.json"))) == 1
     assert main([*argv, "--force"]) == 0
     assert len(calls) == 2
+
+
+def test_sweep_by_name_or_missing_path(tmp_path, monkeypatch, capsys):
+    from benchmark.cli import sweep_file
+
+    monkeypatch.chdir(tmp_path)  # outside the checkout: paper/experiments/... is no file here
+    assert sweep_file(Path("paper/experiments/main.toml")).read_text().startswith(
+        Path(__file__).parents[1].joinpath("paper/experiments/main.toml").read_text()[:40])
+    assert sweep_file(Path("foundation")).name == "foundation.toml"
+    mine = tmp_path / "mine.toml"
+    mine.write_text('name = "mine"\nmodels = ["mlp"]\ndatasets = ["synthetic"]\n')
+    assert sweep_file(mine) == mine
+    assert main(["sweep", "no_such_sweep", "--status"]) == 2
+    assert "no_such_sweep: no such sweep file" in capsys.readouterr().err
