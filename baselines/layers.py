@@ -25,6 +25,7 @@ projections differ (layout, initialisation, dropout, parameter names) and stay i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -82,6 +83,7 @@ def diffusion_terms(x: torch.Tensor, supports: Iterable[torch.Tensor], max_step:
     terms = [x]
     for s in supports:
         if s.layout != torch.strided:  # sparse: the node axis first, one sparse product a step
+            s = _csr(s)
             nodes_first = x.movedim(node_dim, 0)
             h = nodes_first.reshape(nodes_first.shape[0], -1)
             for _ in range(max_step):
@@ -95,12 +97,24 @@ def diffusion_terms(x: torch.Tensor, supports: Iterable[torch.Tensor], max_step:
     return torch.cat(terms, dim=feature_dim)
 
 
+def _csr(support: torch.Tensor) -> torch.Tensor:
+    """A sparse COO support as CSR for the product: ``torch.sparse.mm`` is 1.3-2x faster on CSR
+    on the CPU (measured at N = 50,000 with 8 neighbours, one thread), and the conversion costs
+    one pass over the non-zeros. The models keep COO buffers: a module holding a CSR buffer
+    cannot be deep-copied (torch 2.13)."""
+    if support.layout != torch.sparse_coo:
+        return support
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        return support.to_sparse_csr()
+
+
 def node_matmul(support: torch.Tensor, x: torch.Tensor, node_dim: int) -> torch.Tensor:
     """``S X`` along ``node_dim``, ``out[.., i, ..] = sum_j S_ij x[.., j, ..]``, for a sparse
     ``[N, N]`` ``support``: ``torch.sparse.mm`` on ``x`` with its node axis first and the other
     axes flattened. Output: ``x``'s shape."""
     nodes_first = x.movedim(node_dim, 0)
-    out = torch.sparse.mm(support, nodes_first.reshape(nodes_first.shape[0], -1))
+    out = torch.sparse.mm(_csr(support), nodes_first.reshape(nodes_first.shape[0], -1))
     return out.reshape(support.shape[0], *nodes_first.shape[1:]).movedim(0, node_dim)
 
 

@@ -91,9 +91,9 @@ class EdgeList:
         return _coalesced(self.index.flip(0), self.weight, self.num_nodes)
 
     def to_sparse(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Coalesced ``[N, N]`` sparse COO tensor (what the models multiply by). COO, not CSR:
-        a module holding a CSR buffer cannot be deep-copied (torch 2.13), and the sparse
-        products are a small share of every model's time."""
+        """Coalesced ``[N, N]`` sparse COO tensor (what the models hold as buffers). COO, not
+        CSR: a module holding a CSR buffer cannot be deep-copied (torch 2.13); the products
+        convert it to CSR first (:func:`baselines.layers.node_matmul`)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Sparse invariant checks are implicitly disabled"
             return _pyg().to_torch_coo_tensor(self.index, self.weight.to(dtype),
@@ -236,7 +236,9 @@ def lambda_max(matrix: EdgeList, tol: float = 1e-10, max_steps: int = 1000,
     start vector is uniform in ``[0, 1)`` from ``seed``: the result is deterministic.
     """
     n = matrix.num_nodes
-    op = matrix.to_sparse(torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        op = matrix.to_sparse(torch.float64).to_sparse_csr()
     g = torch.Generator().manual_seed(seed)
     q = torch.rand(n, dtype=torch.float64, generator=g)
     basis = [q / q.norm()]
