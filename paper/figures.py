@@ -467,9 +467,9 @@ def _stop_sentence(series: str, s: pd.DataFrame, stops: pd.DataFrame) -> str:
 def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> list[Path]:
     """Latency (median; bar up to p95) and peak inference memory vs N, log-log, one line per
     series (a model, or a model with sparse supports: same colour, another line style). Where a
-    series stops, a marker above the panel says why (out of memory, timeout, not attempted
-    because the graph is dense by design, other error), and the caption lists, per series, the
-    last N that ran and the first that did not, with the reason."""
+    series stops, its line ends in a dotted segment to a marker that says why (out of memory,
+    timeout, not attempted because the graph is dense by design, other error), and the caption
+    lists, per series, the last N that ran and the first that did not, with the reason."""
     if rows.empty:
         print(f"skip {stem}: no scaling rows (results/scaling/*.json or records with num_nodes)")
         return []
@@ -503,17 +503,23 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
                 else:
                     ax.plot(x, y, ms=3.5, label=label, **_line_kw(style | {"ls": ls}))
                 stops = _stops(s)
-                for _, r in stops.iterrows():
+                for j, (_, r) in enumerate(stops.iterrows()):
                     n = int(r["num_nodes"])
-                    level = stacked.get(n, 0)
-                    stacked[n] = level + 1
                     why = stop_reason(r)
                     reasons.add(why)
                     kw = dict(STOP_MARKERS[why])
                     colour = {"edgecolors" if kw.get("facecolors") == "none" else "color":
                               style["color"]}
-                    ax.scatter([n], [1.05 + 0.07 * level], s=36, transform=edge,
-                               clip_on=False, zorder=6, lw=1.3, **kw, **colour)
+                    if len(x):  # the line ends dotted, at its last height, at the stop
+                        if j == 0:
+                            ax.plot([x[-1], n], [y[-1], y[-1]], color=style["color"], lw=1.0,
+                                    ls=":", zorder=style["zorder"])
+                        ax.scatter([n], [y[-1]], s=42, zorder=6, lw=1.4, **kw, **colour)
+                    else:  # never ran: on the top edge
+                        level = stacked.get(n, 0)
+                        stacked[n] = level + 1
+                        ax.scatter([n], [0.97 - 0.06 * level], s=42, transform=edge,
+                                   clip_on=False, zorder=6, lw=1.4, **kw, **colour)
                 if panel == 0 and (len(stops) or (s.status != "ok").any()):
                     sentences.append(_stop_sentence(label, s, stops))
             ax.set_xscale("log")
@@ -536,8 +542,9 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
                    if (rows[(rows.series == series) & (rows.device == device)].status
                        == "ok").all()]
         text = ("Inference cost on synthetic kNN graphs of N nodes (one forward pass; "
-                "\"(sparse)\": the model with sparse graph supports). Markers above the panels: "
-                "where a series stops, and why.")
+                "\"(sparse)\": the model with sparse graph supports). A series that stops ends "
+                "in a dotted segment at the height of its last measurement; its markers there "
+                "are the N that did not run, and why.")
         if sentences:
             text += " Where each series stops: " + ". ".join(sentences) + "."
         if ran_all:
