@@ -38,10 +38,10 @@ Each row says what the model ran with: ``supports`` = ``"dense"``, ``"sparse"`` 
 
 Rows (``paper/scaling.py`` and docs/paper.md read them) go to ``--out`` as ``{"rows": [...]}``,
 rewritten atomically after each configuration; rerunning the same command skips the
-(model, N, device) rows already there (``--redo-failed`` reruns the non-ok ones). Keys of a row:
-``model, num_nodes, status, device`` (e.g. ``"cpu (AMD EPYC, 1 thread)"``), ``supports``,
-``latency_batch``,
-``latency_ms_median``/``latency_ms_p95`` and ``peak_memory_mb_inference`` at the fixed batch,
+(model, N, device, supports setting) rows already there (``--redo-failed`` reruns the non-ok
+ones). Keys of a row: ``model, num_nodes, status, device`` (e.g. ``"cpu (AMD EPYC, 1
+thread)"``), ``supports``, ``latency_batch``, ``latency_ms_median``/``latency_ms_p95`` and
+``peak_memory_mb_inference`` at the fixed batch,
 the same with ``_b1`` at batch 1, repeats, parameters, edges, timings and settings.
 """
 
