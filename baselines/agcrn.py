@@ -121,7 +121,15 @@ class AGCRN(Forecaster):
         hidden: GRU hidden units.
         num_layers: stacked AGCRN cells.
         cheb_k: number of supports (``>= 2``; 2 = ``{I, A}``).
+
+    No sparse path: the graph is dense by design (:meth:`dense_graph_reason`).
     """
+
+    @staticmethod
+    def dense_graph_reason(hparams: dict) -> str:
+        """Why the adaptive graph is a dense ``[N, N]`` matrix."""
+        return ("its adaptive adjacency softmax(ReLU(E E^T)) and the supports built from it are "
+                "dense N x N matrices (a row softmax has no zeros)")
 
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, embed_dim: int = 10, hidden: int = 64, num_layers: int = 2,

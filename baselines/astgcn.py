@@ -29,6 +29,11 @@ Laplacian: the authors' release uses the combinatorial ``L = D - A`` (the paper 
 and the normalised form); ``laplacian="normalized"`` uses ``I - D^-1/2 A D^-1/2`` from
 :mod:`baselines.graph` instead. The adjacency is symmetrised (``max(A, A^T)``) and its weights
 kept. Any ``N``; ``T_in`` divisible by ``time_strides``; any ``T_out``.
+
+No sparse path (unlike STGCN, DCRNN, T-GCN): the graph is dense by design. The spatial attention
+``S'`` is a dense ``[N, N]`` matrix per sample (a column softmax has no zeros), with the
+``[N, N]`` parameters ``V_s`` and ``b_s``, and it multiplies every Chebyshev term element-wise,
+so memory and work are ``O(N^2)`` whatever the sparsity of ``A``.
 """
 
 from __future__ import annotations
@@ -177,7 +182,15 @@ class ASTGCN(Forecaster):
         time_strides: stride of the first block's temporal convolution (the paper uses it to
             sub-sample longer recent segments); ``input_len`` must be divisible by it.
         laplacian: "combinatorial" (``D - A``, release) or "normalized".
+
+    No sparse path: the graph is dense by design (:meth:`dense_graph_reason`).
     """
+
+    @staticmethod
+    def dense_graph_reason(hparams: dict) -> str:
+        """Why the graph convolution needs dense ``[N, N]`` matrices."""
+        return ("its spatial attention S' (with the N x N parameters V_s, b_s) is a dense "
+                "N x N matrix per sample that multiplies every Chebyshev term element-wise")
 
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, adjacency: np.ndarray | None, cheb_order: int = 3,

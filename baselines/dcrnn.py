@@ -25,6 +25,11 @@ Deviations / choices:
   supports, and orders the stacked terms feature-major.
 - ``time_of_day=True`` (the authors' METR-LA setting, input_dim = 2) appends slot /
   steps_per_day to the encoder input; the decoder input is the C_out target channels only.
+
+Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
+P_f and P_b as sparse ``[N, N]`` tensors (buffers ``support_0``, ``support_1``) instead of the
+dense ``[2, N, N]`` stack (buffer ``supports``); the same terms through ``torch.sparse.mm``,
+equal up to float rounding; parameters unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines import graph, layers
+from baselines import graph, layers, sparse_graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -75,7 +80,7 @@ class DiffusionGraphConv(nn.Module):
         nn.init.xavier_normal_(self.linear.weight)
         nn.init.constant_(self.linear.bias, bias_init)
 
-    def forward(self, x: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, supports) -> torch.Tensor:
         return self.linear(layers.diffusion_terms(x, supports, self.k, node_dim=1,
                                                   feature_dim=-1))
 
@@ -91,24 +96,34 @@ class DCGRUCell(nn.Module):
         self.candidate = DiffusionGraphConv(in_dim + units, units, num_supports,
                                             max_diffusion_step, bias_init=0.0)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h: torch.Tensor, supports) -> torch.Tensor:
         r, u = torch.sigmoid(self.gates(torch.cat([x, h], -1), supports)).chunk(2, dim=-1)
         c = torch.tanh(self.candidate(torch.cat([x, r * h], -1), supports))
         return u * h + (1.0 - u) * c
 
 
 class DCRNN(Forecaster):
-    """DCRNN encoder-decoder. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out]."""
+    """DCRNN encoder-decoder. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out].
+
+    ``sparse_supports``: True, False or "auto" (module docstring).
+    """
 
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, steps_per_day: int, adjacency: np.ndarray | None = None,
                  series: torch.Tensor | None = None, target_channel_idx: tuple[int, ...] = (),
                  rnn_units: int = 64, num_rnn_layers: int = 2, max_diffusion_step: int = 2,
                  time_of_day: bool = True, scheduled_sampling: bool = False,
-                 cl_decay_steps: int = 2000) -> None:
+                 cl_decay_steps: int = 2000, sparse_supports: bool | str = "auto") -> None:
         super().__init__()
-        a = graph.require_adjacency(adjacency, num_nodes, "DCRNN")
-        self.register_buffer("supports", layers.dual_random_walk_supports(a), persistent=False)
+        self.sparse = sparse_graph.use_sparse(sparse_supports, adjacency, num_nodes, "DCRNN")
+        if self.sparse:
+            a = sparse_graph.require_edge_list(adjacency, num_nodes, "DCRNN")
+            for i, s in enumerate(sparse_graph.dual_random_walk_supports(a)):
+                self.register_buffer(f"support_{i}", s, persistent=False)
+        else:
+            a = graph.require_adjacency(adjacency, num_nodes, "DCRNN")
+            self.register_buffer("supports", layers.dual_random_walk_supports(a),
+                                 persistent=False)
         self.num_nodes, self.input_len = num_nodes, input_len
         self.horizon, self.out_channels = horizon, out_channels
         self.steps_per_day, self.time_of_day = steps_per_day, time_of_day
@@ -146,14 +161,19 @@ class DCRNN(Forecaster):
         y = self._series[steps][..., self._target_idx]
         return y.to(device=batch.x.device, dtype=batch.x.dtype)
 
+    def graph_supports(self) -> torch.Tensor | list[torch.Tensor]:
+        """The dense ``[2, N, N]`` stack, or ``[P_f, P_b]`` sparse."""
+        return [self.support_0, self.support_1] if self.sparse else self.supports
+
     def forward(self, batch: Batch) -> torch.Tensor:
         x = layers.with_time_of_day(batch, self.steps_per_day) if self.time_of_day else batch.x
         b, t_in, n, _ = x.shape
+        supports = self.graph_supports()
         h = [x.new_zeros(b, n, self.units) for _ in self.encoder]
         for t in range(t_in):
             inp = x[:, t]
             for i, cell in enumerate(self.encoder):
-                h[i] = cell(inp, h[i], self.supports)
+                h[i] = cell(inp, h[i], supports)
                 inp = h[i]
 
         use_truth = self.scheduled_sampling and self.training
@@ -164,7 +184,7 @@ class DCRNN(Forecaster):
         for t in range(self.horizon):
             inp = inp_dec
             for i, cell in enumerate(self.decoder):
-                h[i] = cell(inp, h[i], self.supports)
+                h[i] = cell(inp, h[i], supports)
                 inp = h[i]
             y_t = self.projection(inp)
             outputs.append(y_t)

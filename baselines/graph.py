@@ -1,5 +1,7 @@
 """Adjacency utilities shared by the graph baselines (dense numpy, float64 in, float64 out).
 
+Sparse counterparts (edge lists, for large N): :mod:`baselines.sparse_graph`.
+
 Conventions: ``adj`` is a dense ``[N, N]`` array with ``adj[i, j]`` the weight of the edge
 i -> j; degrees are row sums unless stated otherwise. Zero-degree rows are left at zero
 (``1/0`` is taken as 0), so isolated nodes never produce NaN. Every function validates its input
@@ -17,18 +19,22 @@ km.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 
 
 def as_adjacency(adj, num_nodes: int | None = None, name: str = "adjacency") -> np.ndarray:
-    """Validate a dense adjacency and return it as float64 ``[N, N]``.
+    """Validate a dense adjacency and return it as float64 ``[N, N]`` (a torch sparse tensor is
+    densified; :mod:`baselines.sparse_graph` keeps it sparse).
 
     Raises ValueError when ``adj`` is not square, has the wrong N, holds NaN/inf or negative
     weights.
     """
     if adj is None:
         raise ValueError(f"{name}: got None, expected an [N, N] array")
+    if isinstance(adj, torch.Tensor):  # dense or sparse (a dense path given a sparse graph)
+        adj = adj.detach().cpu().to_dense().numpy()
     a = np.asarray(adj, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"{name}: expected a square [N, N] array, got shape {a.shape}")

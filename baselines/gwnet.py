@@ -30,6 +30,14 @@ Deviations / choices:
   prediction (only the skip path does). The authors' code builds them (7,264 parameters with the
   defaults) and also 1x1 ``residual_convs`` that are unused when the graph conv is on (8,448), so
   its parameter count is 15,712 higher for the same configuration.
+
+Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
+P_f and P_b as sparse ``[N, N]`` tensors through ``torch.sparse.mm``, equal to the dense path up
+to float rounding. The self-adaptive matrix (eq. 5) stays dense by design: SoftMax(ReLU(E1
+E2^T)) is a full ``[N, N]`` matrix, recomputed at every forward pass, with every entry positive
+(the softmax of a row has no zeros), so the default model costs ``O(N^2)`` memory and work per
+layer whatever the fixed graph; only the fixed-graph variant (``adaptive_adj=False``) is sparse
+throughout.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines import graph, layers
+from baselines import graph, layers, sparse_graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -77,7 +85,18 @@ class DiffusionConv(nn.Module):
 
 
 class GraphWaveNet(Forecaster):
-    """Graph WaveNet. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out]."""
+    """Graph WaveNet. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out].
+
+    ``sparse_supports``: True, False or "auto" for the fixed supports (module docstring).
+    """
+
+    @staticmethod
+    def dense_graph_reason(hparams: dict) -> str | None:
+        """Why this configuration needs a dense ``[N, N]`` graph (None: it has a sparse path)."""
+        if not hparams.get("adaptive_adj", True):
+            return None
+        return ("its self-adaptive adjacency SoftMax(ReLU(E1 E2^T)) (eq. 5) is a dense N x N "
+                "matrix recomputed every forward pass")
 
     def __init__(self, num_nodes: int, horizon: int, in_channels: int, out_channels: int,
                  steps_per_day: int, adjacency: np.ndarray | None = None,
@@ -85,7 +104,7 @@ class GraphWaveNet(Forecaster):
                  skip_channels: int = 256, end_channels: int = 512, kernel_size: int = 2,
                  blocks: int = 4, layers_per_block: int = 2, diffusion_steps: int = 2,
                  dropout: float = 0.3, adaptive_adj: bool = True, embedding_dim: int = 10,
-                 time_of_day: bool = True) -> None:
+                 time_of_day: bool = True, sparse_supports: bool | str = "auto") -> None:
         super().__init__()
         self.horizon, self.out_channels = horizon, out_channels
         self.steps_per_day, self.time_of_day = steps_per_day, time_of_day
@@ -93,7 +112,12 @@ class GraphWaveNet(Forecaster):
             raise ValueError("GWNet: adjacency=None needs adaptive_adj=True (adaptive-only "
                              "variant); there is no graph to convolve over otherwise")
         supports = []
-        if adjacency is not None:
+        sparse = sparse_graph.use_sparse(sparse_supports, adjacency, num_nodes, "GWNet")
+        self.sparse = adjacency is not None and sparse  # fixed supports sparse
+        if self.sparse:
+            a = sparse_graph.edge_list(adjacency, num_nodes, name="GWNet adjacency")
+            supports = sparse_graph.dual_random_walk_supports(a)
+        elif adjacency is not None:
             a = graph.as_adjacency(adjacency, num_nodes, name="GWNet adjacency")
             supports = list(layers.dual_random_walk_supports(a))
         for i, s in enumerate(supports):

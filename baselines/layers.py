@@ -8,7 +8,10 @@
   stack (DCRNN: a linear layer with Xavier-normal weights and a gate-dependent bias start;
   Graph WaveNet: a 1x1 convolution then dropout).
 * :func:`dual_random_walk_supports`: DCRNN's and Graph WaveNet's fixed supports
-  ``(P_f, P_b)`` as float32 tensors.
+  ``(P_f, P_b)`` as float32 tensors (sparse ones: :func:`baselines.sparse_graph.
+  dual_random_walk_supports`).
+* :func:`node_matmul`: ``S X`` along the node axis for a sparse support (STGCN, T-GCN,
+  STSGCN on their sparse path).
 * :func:`with_time_of_day`: the time-of-day input channel both official codes append.
 
 What is *not* shared, and why: the authors' DCRNN code computes the diffusion terms with the
@@ -22,6 +25,7 @@ projections differ (layout, initialisation, dropout, parameter names) and stay i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -61,9 +65,10 @@ def diffusion_terms(x: torch.Tensor, supports: Iterable[torch.Tensor], max_step:
 
     ``S X`` mixes the nodes of ``x`` along ``node_dim``: ``(S X)[.., i, ..] = sum_j S_ij
     X[.., j, ..]`` (row i of S gathers node i's neighbours, as DCRNN eq. 2 and Graph WaveNet eq.
-    7 are written). ``supports``: ``[N, N]`` tensors (or an ``[S, N, N]`` stack), ``K =
-    max_step``; the k = 0 identity term appears once. Output: ``x``'s shape with
-    ``feature_dim`` ``(S K + 1)`` times as wide.
+    7 are written). ``supports``: ``[N, N]`` tensors, dense or sparse
+    (:mod:`baselines.sparse_graph`; sparse ones go through ``torch.sparse.mm``), or an
+    ``[S, N, N]`` stack, ``K = max_step``; the k = 0 identity term appears once. Output:
+    ``x``'s shape with ``feature_dim`` ``(S K + 1)`` times as wide.
 
     Li, Yu, Shahabi, Liu, DCRNN, ICLR 2018, eq. 2 (dual random walk, the terms before the
     filter weights theta); Wu, Pan, Long, Jiang, Zhang, Graph WaveNet, IJCAI 2019, eq. 7 (with
@@ -77,11 +82,40 @@ def diffusion_terms(x: torch.Tensor, supports: Iterable[torch.Tensor], max_step:
     equation = f"nm,{source}->{target}"
     terms = [x]
     for s in supports:
+        if s.layout != torch.strided:  # sparse: the node axis first, one sparse product a step
+            s = _csr(s)
+            nodes_first = x.movedim(node_dim, 0)
+            h = nodes_first.reshape(nodes_first.shape[0], -1)
+            for _ in range(max_step):
+                h = torch.sparse.mm(s, h)
+                terms.append(h.reshape(nodes_first.shape).movedim(0, node_dim))
+            continue
         h = x
         for _ in range(max_step):
             h = torch.einsum(equation, s, h)
             terms.append(h)
     return torch.cat(terms, dim=feature_dim)
+
+
+def _csr(support: torch.Tensor) -> torch.Tensor:
+    """A sparse COO support as CSR for the product: ``torch.sparse.mm`` is 1.3-2x faster on CSR
+    on the CPU (measured at N = 50,000 with 8 neighbours, one thread), and the conversion costs
+    one pass over the non-zeros. The models keep COO buffers: a module holding a CSR buffer
+    cannot be deep-copied (torch 2.13)."""
+    if support.layout != torch.sparse_coo:
+        return support
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+        return support.to_sparse_csr()
+
+
+def node_matmul(support: torch.Tensor, x: torch.Tensor, node_dim: int) -> torch.Tensor:
+    """``S X`` along ``node_dim``, ``out[.., i, ..] = sum_j S_ij x[.., j, ..]``, for a sparse
+    ``[N, N]`` ``support``: ``torch.sparse.mm`` on ``x`` with its node axis first and the other
+    axes flattened. Output: ``x``'s shape."""
+    nodes_first = x.movedim(node_dim, 0)
+    out = torch.sparse.mm(_csr(support), nodes_first.reshape(nodes_first.shape[0], -1))
+    return out.reshape(support.shape[0], *nodes_first.shape[1:]).movedim(0, node_dim)
 
 
 def dual_random_walk_supports(adjacency: np.ndarray) -> torch.Tensor:

@@ -135,7 +135,15 @@ class MTGNN(Forecaster):
         prop_beta: retain ratio ``beta`` of mix-hop propagation.
         tanh_alpha: saturation rate ``a`` of the graph learning layer.
         dropout: dropout on the input of the first skip conv and after each gated TCN.
+
+    No sparse path: the graph is dense by design (:meth:`dense_graph_reason`).
     """
+
+    @staticmethod
+    def dense_graph_reason(hparams: dict) -> str:
+        """Why the learned graph is a dense ``[N, N]`` matrix."""
+        return ("its graph learning layer computes a dense N x N matrix (then keeps the top k "
+                "per row) at every forward pass")
 
     KERNEL = 7  # largest inception kernel
 

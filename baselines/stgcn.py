@@ -26,6 +26,14 @@ Deviations (documented choices):
   [[1, 32, 64], [64, 32, 128]].
 - Dropout defaults to 0: the authors' training feeds keep_prob = 1.0.
 - A directed adjacency is symmetrised with max(A, A^T) before the Laplacian.
+
+Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
+the dense path stores the basis ``[Ks, N, N]``; the sparse path stores only L~ (or the eq. 6
+matrix) as a sparse ``[N, N]`` tensor and computes the terms on the features with the Chebyshev
+recurrence T_0 x = x, T_1 x = L~ x, T_k x = 2 L~ T_{k-1} x - T_{k-2} x (Defferrard et al.,
+eq. 4-5, as the authors' code and torch-geometric's ChebConv do), with lambda_max from Lanczos
+iteration. Same terms in the same order, equal to the dense path up to float rounding
+(``tests/test_sparse_graph.py``); parameters unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines import graph
+from baselines import graph, layers, sparse_graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe, every
@@ -98,29 +106,46 @@ class TemporalConv(nn.Module):
 class SpatialConv(nn.Module):
     """Graph conv sum_k theta_k T_k x (paper eq. 3; Ks = 1 basis = eq. 6 matrix) + residual, ReLU.
 
-    x: [B, T, N, c_in] -> [B, T, N, c_out]; ``basis``: [Ks, N, N] buffer owned by the model.
+    x: [B, T, N, c_in] -> [B, T, N, c_out]; ``basis``: the model's buffer, either the dense
+    basis [Ks, N, N] or a sparse [N, N] operator: L~ when ``chebyshev`` (the Ks terms by the
+    recurrence), else the eq. 6 matrix (one term).
     """
 
-    def __init__(self, ks: int, c_in: int, c_out: int) -> None:
+    def __init__(self, ks: int, c_in: int, c_out: int, chebyshev: bool = True) -> None:
         super().__init__()
+        self.ks, self.chebyshev = ks, chebyshev
         self.align = _Align(c_in, c_out)
         self.theta = nn.Linear(ks * c_in, c_out)
 
     def forward(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
         b, t, n, c = x.shape
-        xk = torch.einsum("knm,btmc->btnkc", basis, x).reshape(b, t, n, -1)
+        if basis.layout == torch.strided:
+            xk = torch.einsum("knm,btmc->btnkc", basis, x).reshape(b, t, n, -1)
+        else:
+            xk = torch.stack(self._sparse_terms(x, basis), dim=3).reshape(b, t, n, -1)
         return torch.relu(self.theta(xk) + self.align(x))
+
+    def _sparse_terms(self, x: torch.Tensor, op: torch.Tensor) -> list[torch.Tensor]:
+        """[T_0 x, ..., T_{Ks-1} x] (Chebyshev recurrence) or [A^ x] (first order)."""
+        if not self.chebyshev:
+            return [layers.node_matmul(op, x, node_dim=2)]
+        terms = [x]
+        if self.ks > 1:
+            terms.append(layers.node_matmul(op, x, node_dim=2))
+        for _ in range(2, self.ks):
+            terms.append(2.0 * layers.node_matmul(op, terms[-1], node_dim=2) - terms[-2])
+        return terms
 
 
 class STConvBlock(nn.Module):
     """Temporal GLU -> spatial -> temporal ReLU -> LayerNorm([N, C]) -> dropout (Fig. 2)."""
 
     def __init__(self, kt: int, ks: int, num_nodes: int, c_in: int, channels: tuple[int, int, int],
-                 dropout: float) -> None:
+                 dropout: float, chebyshev: bool = True) -> None:
         super().__init__()
         c_t, c_s, c_o = channels
         self.temporal1 = TemporalConv(kt, c_in, c_t, "glu")
-        self.spatial = SpatialConv(ks, c_t, c_s)
+        self.spatial = SpatialConv(ks, c_t, c_s, chebyshev)
         self.temporal2 = TemporalConv(kt, c_s, c_o, "relu")
         self.norm = nn.LayerNorm([num_nodes, c_o])
         self.dropout = nn.Dropout(dropout)
@@ -141,15 +166,30 @@ def stgcn_graph_basis(adjacency: np.ndarray, num_nodes: int, graph_conv: str,
     raise ValueError(f"STGCN: graph_conv must be 'cheb' or 'gcn', got {graph_conv!r}")
 
 
+def stgcn_sparse_operator(adjacency, num_nodes: int, graph_conv: str) -> torch.Tensor:
+    """Sparse float32 ``[N, N]``: L~ (``"cheb"``) or the eq. 6 matrix (``"gcn"``), the sparse
+    counterparts of :func:`stgcn_graph_basis`'s T_1 and of its first-order basis."""
+    a = sparse_graph.symmetrize(sparse_graph.require_edge_list(adjacency, num_nodes, "STGCN"))
+    if graph_conv == "cheb":
+        return sparse_graph.scaled_laplacian(a).to_sparse()
+    if graph_conv == "gcn":
+        return sparse_graph.symmetric_normalize(a).to_sparse()
+    raise ValueError(f"STGCN: graph_conv must be 'cheb' or 'gcn', got {graph_conv!r}")
+
+
 class STGCN(Forecaster):
     """STGCN (Yu et al., IJCAI 2018). ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out].
+
+    ``sparse_supports``: True, False or "auto" (sparse from
+    :data:`baselines.sparse_graph.SPARSE_AUTO_MIN_NODES` nodes or for a sparse adjacency); the
+    dense path keeps the buffer ``basis`` [Ks, N, N], the sparse one ``operator`` [N, N].
     """
 
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, adjacency: np.ndarray | None = None,
                  graph_conv: str = "cheb", ks: int = 3, kt: int = 3,
                  blocks: tuple[tuple[int, int, int], ...] = ((64, 16, 64), (64, 16, 64)),
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, sparse_supports: bool | str = "auto") -> None:
         super().__init__()
         ko = input_len - len(blocks) * 2 * (kt - 1)
         if ko < 1:
@@ -157,14 +197,21 @@ class STGCN(Forecaster):
                 f"STGCN: input_len={input_len} is too short for {len(blocks)} ST-Conv blocks "
                 f"with Kt={kt}; need input_len >= {len(blocks) * 2 * (kt - 1) + 1}")
         ks_eff = ks if graph_conv == "cheb" else 1
-        basis = stgcn_graph_basis(adjacency, num_nodes, graph_conv, ks)
-        self.register_buffer("basis", torch.tensor(basis, dtype=torch.float32), persistent=False)
+        self.sparse = sparse_graph.use_sparse(sparse_supports, adjacency, num_nodes, "STGCN")
+        if self.sparse:
+            self.register_buffer("operator", stgcn_sparse_operator(adjacency, num_nodes,
+                                                                   graph_conv), persistent=False)
+        else:
+            basis = stgcn_graph_basis(adjacency, num_nodes, graph_conv, ks)
+            self.register_buffer("basis", torch.tensor(basis, dtype=torch.float32),
+                                 persistent=False)
         self.horizon, self.out_channels = horizon, out_channels
-        layers, c = [], in_channels
+        blocks_, c = [], in_channels
         for ch in blocks:
-            layers.append(STConvBlock(kt, ks_eff, num_nodes, c, tuple(ch), dropout))
+            blocks_.append(STConvBlock(kt, ks_eff, num_nodes, c, tuple(ch), dropout,
+                                       chebyshev=graph_conv == "cheb"))
             c = ch[-1]
-        self.blocks = nn.ModuleList(layers)
+        self.blocks = nn.ModuleList(blocks_)
         # Output layer (authors' code): GLU temporal conv over the remaining Ko steps, layer
         # norm, 1x1 sigmoid conv, then a fully connected layer (here to T_out * C_out values).
         self.out_temporal = TemporalConv(ko, c, c, "glu")
@@ -174,8 +221,9 @@ class STGCN(Forecaster):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = batch.x
+        graph_op = self.operator if self.sparse else self.basis
         for block in self.blocks:
-            x = block(x, self.basis)
+            x = block(x, graph_op)
         x = self.out_sigmoid(self.out_norm(self.out_temporal(x)))  # [B, 1, N, c]
         y = self.out_fc(x[:, 0])  # [B, N, T_out * C_out]
         b, n = y.shape[:2]
@@ -199,6 +247,7 @@ class STGCNFirstOrder(STGCN):
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, adjacency: np.ndarray | None = None, kt: int = 3,
                  blocks: tuple[tuple[int, int, int], ...] = ((64, 16, 64), (64, 16, 64)),
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, sparse_supports: bool | str = "auto") -> None:
         super().__init__(num_nodes, input_len, horizon, in_channels, out_channels, adjacency,
-                         graph_conv="gcn", ks=1, kt=kt, blocks=blocks, dropout=dropout)
+                         graph_conv="gcn", ks=1, kt=kt, blocks=blocks, dropout=dropout,
+                         sparse_supports=sparse_supports)

@@ -31,6 +31,13 @@ Defaults from the paper: 4 STSGCLs, each STSGCM with 3 graph convolutions of 64 
 embedding 64, output hidden 128. ``T_in`` must be at least ``2 * num_layers + 1`` (each layer
 removes 2 steps); any ``T_out``. The paper trains with the Huber loss: pick it in the
 trainer's objective (``loss_name="huber"``); this module does not choose its loss.
+
+Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
+only without the mask (``use_mask=False``), where ``A'`` is fixed and has ``O(3 E + 9 N)``
+non-zeros: then the buffer ``adj`` is a sparse ``[3N, 3N]`` tensor multiplied through
+``torch.sparse.mm``, equal to the dense path up to float rounding. With the mask (the default)
+the graph is dense by design: ``W_mask`` is a learnable dense ``[3N, 3N]`` parameter
+(9 N^2 values: 90 GB in float32 at N = 50,000), whatever the sparsity of ``A``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from baselines import layers, sparse_graph
 from baselines.graph import as_adjacency, require_adjacency
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
@@ -100,7 +108,8 @@ class STSGCM(nn.Module):
         n = self.num_nodes
         outs = []
         for conv in self.convs:
-            h = nn.functional.glu(conv(adj @ h), dim=-1)
+            mixed = adj @ h if adj.layout == torch.strided else layers.node_matmul(adj, h, 1)
+            h = nn.functional.glu(conv(mixed), dim=-1)
             outs.append(h[:, n:2 * n])  # crop to the middle step
         return torch.stack(outs, dim=0).amax(dim=0)
 
@@ -150,13 +159,22 @@ class STSGCN(Forecaster):
         out_hidden: hidden units of each per-step output head.
         use_mask: learn the edge mask ``W_mask`` (False: fixed, unnormalised ``A'``).
         mask_init: "row_normalized" (default, ``1 / deg``) or "ones" (release).
+        sparse_supports: True, False or "auto" (module docstring); True needs
+            ``use_mask=False``, "auto" is dense with the mask.
     """
+
+    @staticmethod
+    def dense_graph_reason(hparams: dict) -> str | None:
+        """Why this configuration needs a dense graph (None: it has a sparse path)."""
+        if not hparams.get("use_mask", True):
+            return None
+        return "its learnable edge mask W_mask is a dense 3N x 3N parameter"
 
     def __init__(self, num_nodes: int, input_len: int, horizon: int, in_channels: int,
                  out_channels: int, adjacency: np.ndarray | None, embed_dim: int = 64,
                  filters: Sequence[int] = (64, 64, 64), num_layers: int = 4,
                  out_hidden: int = 128, use_mask: bool = True,
-                 mask_init: str = "row_normalized") -> None:
+                 mask_init: str = "row_normalized", sparse_supports: bool | str = "auto") -> None:
         super().__init__()
         for name, v in (("num_nodes", num_nodes), ("horizon", horizon),
                         ("in_channels", in_channels), ("out_channels", out_channels),
@@ -164,7 +182,15 @@ class STSGCN(Forecaster):
                         ("out_hidden", out_hidden), ("len(filters)", len(filters))):
             if v < 1:
                 raise ValueError(f"stsgcn: {name} must be >= 1, got {v}")
-        adjacency = require_adjacency(adjacency, num_nodes, "stsgcn")
+        sparse = sparse_graph.use_sparse(sparse_supports, adjacency, num_nodes, "stsgcn")
+        if sparse_supports is True and use_mask:
+            raise ValueError("stsgcn: sparse_supports=True needs use_mask=False: the learnable "
+                             "mask W_mask is a dense 3N x 3N parameter")
+        self.sparse = sparse and not use_mask  # "auto" stays dense with the mask
+        if self.sparse:
+            adjacency = sparse_graph.require_edge_list(adjacency, num_nodes, "stsgcn")
+        else:
+            adjacency = require_adjacency(adjacency, num_nodes, "stsgcn")
         out_len = input_len - 2 * num_layers
         if out_len < 1:
             raise ValueError(f"stsgcn: input_len={input_len} is too short for {num_layers} "
@@ -175,7 +201,10 @@ class STSGCN(Forecaster):
         if mask_init not in ("row_normalized", "ones"):
             raise ValueError(f"stsgcn: mask_init must be 'row_normalized' or 'ones', "
                              f"got {mask_init!r}")
-        local_adj = torch.from_numpy(localized_st_adjacency(adjacency))
+        if self.sparse:
+            local_adj = sparse_graph.localized_st_adjacency(adjacency).to_sparse()
+        else:
+            local_adj = torch.from_numpy(localized_st_adjacency(adjacency))
         self.register_buffer("adj", local_adj)
         self.mask = None
         if use_mask:

@@ -18,6 +18,10 @@ Deviations / choices (following the authors' PyTorch release, lehaifeng/T-GCN):
   [B, N * 2H] tensor, which mixes nodes);
 - C input channels and C_out output channels instead of one;
 - a directed adjacency is symmetrised with max(A, A^T).
+
+Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
+A^ as a sparse ``[N, N]`` tensor multiplied through ``torch.sparse.mm``; equal to the dense path
+up to float rounding; parameters unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines import graph
+from baselines import graph, layers, sparse_graph
 from benchmark.batch import Batch
 from benchmark.models import Forecaster, register_model
 from benchmark.recipes import Recipe
@@ -57,7 +61,10 @@ class TGCNGraphConv(nn.Module):
         nn.init.constant_(self.linear.bias, bias_init)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.einsum("nm,bmd->bnd", a_hat, torch.cat([x, h], dim=-1)))
+        xh = torch.cat([x, h], dim=-1)
+        if a_hat.layout != torch.strided:  # sparse A^
+            return self.linear(layers.node_matmul(a_hat, xh, node_dim=1))
+        return self.linear(torch.einsum("nm,bmd->bnd", a_hat, xh))
 
 
 class TGCNCell(nn.Module):
@@ -75,14 +82,24 @@ class TGCNCell(nn.Module):
 
 
 class TGCN(Forecaster):
-    """T-GCN. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out]."""
+    """T-GCN. ``forward(batch)``: x [B, T_in, N, C] -> [B, T_out, N, C_out].
+
+    ``sparse_supports``: True, False or "auto" (module docstring); buffer ``a_hat`` either way.
+    """
 
     def __init__(self, num_nodes: int, horizon: int, in_channels: int, out_channels: int,
-                 adjacency: np.ndarray | None = None, hidden_dim: int = 64) -> None:
+                 adjacency: np.ndarray | None = None, hidden_dim: int = 64,
+                 sparse_supports: bool | str = "auto") -> None:
         super().__init__()
-        a = graph.symmetrize(graph.require_adjacency(adjacency, num_nodes, "T-GCN"))
-        self.register_buffer("a_hat", torch.tensor(graph.symmetric_normalize(a),
-                                                   dtype=torch.float32), persistent=False)
+        self.sparse = sparse_graph.use_sparse(sparse_supports, adjacency, num_nodes, "T-GCN")
+        if self.sparse:
+            a = sparse_graph.symmetrize(
+                sparse_graph.require_edge_list(adjacency, num_nodes, "T-GCN"))
+            a_hat = sparse_graph.symmetric_normalize(a).to_sparse()
+        else:
+            a = graph.symmetrize(graph.require_adjacency(adjacency, num_nodes, "T-GCN"))
+            a_hat = torch.tensor(graph.symmetric_normalize(a), dtype=torch.float32)
+        self.register_buffer("a_hat", a_hat, persistent=False)
         self.horizon, self.out_channels, self.hidden_dim = horizon, out_channels, hidden_dim
         self.cell = TGCNCell(in_channels, hidden_dim)
         self.head = nn.Linear(hidden_dim, horizon * out_channels)

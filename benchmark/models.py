@@ -34,7 +34,9 @@ class ModelContext:
         in_channels: C.
         out_channels: C_out.
         steps_per_day: time-of-day slots (48 at 30 min, 288 at 5 min).
-        adjacency: float32 ``[N, N]`` raw (unnormalised) adjacency or None.
+        adjacency: float32 ``[N, N]`` raw (unnormalised) adjacency or None; for large N also
+            a torch sparse ``[N, N]`` tensor (the graph models' sparse path,
+            :mod:`baselines.sparse_graph`; a dense-only model densifies it).
         series: scaled float32 ``[T, N, C]`` series. A model may read only the steps before
             ``batch.start + input_len`` of each window (observable history); closed-form models
             fit on ``train_starts`` alone.

@@ -170,8 +170,8 @@ class LLMTeacher:
 # ScalingConfig field names they set (tests/test_pipeline.py checks them against its parser, so
 # that the method never imports perf; the child checks the values)
 SCALING_SETTINGS = ("batch_size", "warmup", "repeats", "max_latency_s", "memory_limit_gb",
-                    "timeout_s", "threads", "device", "neighbours", "seed", "keep_going",
-                    "redo_failed", "no_progress")
+                    "timeout_s", "threads", "device", "supports", "neighbours", "seed",
+                    "keep_going", "redo_failed", "no_progress")
 
 
 @dataclass

@@ -33,6 +33,7 @@ from .frame import (
     with_unpooled_keys,
 )
 from .predictions import load_predictions, predictions_path
+from .scaling import series_sort_key, stop_reason
 from .tables import (
     HEADLINE_BASELINES,
     HEADLINE_STUDENT,
@@ -423,27 +424,75 @@ def headline_claim_figure(frame: pd.DataFrame, out_dir: Path, metric: str = "mae
         return save_figure(fig, out_dir, stem)
 
 
+# Stop markers of the scaling figure: why a series has no value at some N.
+STOP_MARKERS = {"out of memory": {"marker": "x"}, "timeout": {"marker": "d"},
+                "dense by design": {"marker": "s", "facecolors": "none"},
+                "error": {"marker": "*"}}
+
+
+def _stops(s: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one series where it stopped (sorted by N): every row that is not ok, except
+    those recorded without running because a smaller N already ran out of memory or time."""
+    bad = s[s.status != "ok"]
+    if "error" in bad:
+        derived = bad["error"].fillna("").astype(str).str.startswith("not run:")
+        bad = bad[~derived]
+    return bad.sort_values("num_nodes")
+
+
+def _stop_sentence(series: str, s: pd.DataFrame, stops: pd.DataFrame) -> str:
+    """``"stgcn: ran to N = 1,000; timeout (180 s) at N = 5,000"``; stops with the same reason
+    are listed together (``"... at N = 10,000, 50,000"``)."""
+    ok = s[s.status == "ok"]["num_nodes"]
+    parts = [f"ran to N = {int(ok.max()):,}" if len(ok) else "did not run"]
+    grouped: dict[str, list[int]] = {}
+    for _, r in stops.iterrows():
+        why = stop_reason(r)
+        settings = r.get("settings")
+        if why == "timeout" and isinstance(settings, dict) and settings.get("timeout_s"):
+            why += f" ({settings['timeout_s']:g} s)"
+        elif why == "out of memory" and isinstance(settings, dict) \
+                and settings.get("memory_limit_gb"):
+            why += f" ({settings['memory_limit_gb']:g} GB limit)"
+        elif why == "dense by design":
+            error = r.get("error")
+            detail = error.split("dense by design: ", 1)[-1] if isinstance(error, str) else ""
+            why = "not attempted with sparse supports, dense by design" + \
+                (f" ({detail})" if detail else "")
+        grouped.setdefault(why, []).append(int(r["num_nodes"]))
+    parts += [f"{why} at N = {', '.join(f'{n:,}' for n in ns)}" for why, ns in grouped.items()]
+    return f"{series}: " + "; ".join(parts)
+
+
 def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> list[Path]:
-    """Latency (median; bar up to p95) and peak inference memory vs N, log-log; runs that ran
-    out of memory are drawn as crosses on the top edge, failed runs as diamonds below them."""
+    """Latency (median; bar up to p95) and peak inference memory vs N, log-log, one line per
+    series (a model, or a model with sparse supports: same colour, another line style). Where a
+    series stops, its line ends in a dotted segment to a marker that says why (out of memory,
+    timeout, not attempted because the graph is dense by design, other error), and the caption
+    lists, per series, the last N that ran and the first that did not, with the reason."""
     if rows.empty:
         print(f"skip {stem}: no scaling rows (results/scaling/*.json or records with num_nodes)")
         return []
+    rows = rows.assign(series=rows["series"] if "series" in rows else rows["model"])
     several_devices = rows["device"].nunique() > 1
+    series_keys = sorted(rows[["series", "model", "device"]].drop_duplicates()
+                         .itertuples(index=False, name=None),
+                         key=lambda k: (series_sort_key(k[0]), k[2]))
     panels = (("latency_ms_median", "inference latency (ms, median; bar: p95)"),
               ("peak_memory_mb_inference", "peak inference memory (MB)"))
+    sentences, reasons = [], set()
     with matplotlib.rc_context(STYLE):
         fig, axes = _grid(2)
-        for ax, (col, ylabel) in zip(axes, panels, strict=True):
+        fig.subplots_adjust(wspace=0.35)
+        for panel, (ax, (col, ylabel)) in enumerate(zip(axes, panels, strict=True)):
             edge = blended_transform_factory(ax.transData, ax.transAxes)
-            series = sorted(rows[["model", "device"]].drop_duplicates()
-                            .itertuples(index=False, name=None),
-                            key=lambda k: (model_sort_key(k[0]), k[1]))
-            for i, (model, device) in enumerate(series):
-                s = rows[(rows.model == model) & (rows.device == device)].sort_values("num_nodes")
-                style = model_style(model)
+            stacked: dict[int, int] = {}  # markers already drawn at each N (stacked downwards)
+            for i, (series, model, device) in enumerate(series_keys):
+                s = rows[(rows.series == series) & (rows.device == device)]
+                s = s.sort_values("num_nodes")
+                style = model_style(model, variant=int(series != model))
                 ls = ("-", "--", ":", "-.")[i % 4] if several_devices else style["ls"]
-                label = f"{model} ({device})" if several_devices else model
+                label = f"{series} ({device})" if several_devices else series
                 ok = s[(s.status == "ok") & (s[col] > 0)]
                 x, y = ok["num_nodes"].to_numpy(), ok[col].to_numpy(dtype=float)
                 if col == "latency_ms_median" and "latency_ms_p95" in ok:
@@ -453,12 +502,26 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
                                 color=style["color"], lw=style["lw"], zorder=style["zorder"])
                 else:
                     ax.plot(x, y, ms=3.5, label=label, **_line_kw(style | {"ls": ls}))
-                for status, marker, yy in (("oom", "x", 0.98), ("error", "d", 0.92)):
-                    bad = s[s.status == status]["num_nodes"].to_numpy()
-                    if len(bad):
-                        ax.scatter(bad, np.full(len(bad), yy), marker=marker, s=40,
-                                   color=style["color"], transform=edge, clip_on=False,
-                                   zorder=6)
+                stops = _stops(s)
+                for j, (_, r) in enumerate(stops.iterrows()):
+                    n = int(r["num_nodes"])
+                    why = stop_reason(r)
+                    reasons.add(why)
+                    kw = dict(STOP_MARKERS[why])
+                    colour = {"edgecolors" if kw.get("facecolors") == "none" else "color":
+                              style["color"]}
+                    if len(x):  # the line ends dotted, at its last height, at the stop
+                        if j == 0:
+                            ax.plot([x[-1], n], [y[-1], y[-1]], color=style["color"], lw=1.0,
+                                    ls=":", zorder=style["zorder"])
+                        ax.scatter([n], [y[-1]], s=42, zorder=6, lw=1.4, **kw, **colour)
+                    else:  # never ran: on the top edge
+                        level = stacked.get(n, 0)
+                        stacked[n] = level + 1
+                        ax.scatter([n], [0.97 - 0.06 * level], s=42, transform=edge,
+                                   clip_on=False, zorder=6, lw=1.4, **kw, **colour)
+                if panel == 0 and (len(stops) or (s.status != "ok").any()):
+                    sentences.append(_stop_sentence(label, s, stops))
             ax.set_xscale("log")
             ax.set_yscale("log", nonpositive="mask")
             _plain_log_labels(ax.xaxis, *ax.get_xlim())
@@ -466,13 +529,27 @@ def scaling_figure(rows: pd.DataFrame, out_dir: Path, stem: str = "scaling") -> 
             ax.set_xlabel("number of nodes N")
             ax.set_ylabel(ylabel)
         extra = []
-        if (rows.status == "oom").any():
-            extra.append(Line2D([], [], marker="x", ls="", color="grey", label="out of memory"))
-        if (rows.status == "error").any():
-            extra.append(Line2D([], [], marker="d", ls="", color="grey", label="failed"))
+        for why, kw in STOP_MARKERS.items():
+            if why in reasons:
+                hollow = kw.get("facecolors") == "none"
+                extra.append(Line2D([], [], marker=kw["marker"], ls="", color="grey",
+                                    markerfacecolor="none" if hollow else "grey",
+                                    label="not attempted: graph dense by design"
+                                    if why == "dense by design" else why))
         _outside_legend(fig, axes, extra=tuple(extra))
-        _caption(fig, "Inference cost on synthetic graphs of N nodes (one forward pass; "
-                      "markers at the top edge: runs that ran out of memory or failed).")
+        ran_all = [label for (series, _, device), label in
+                   ((k, f"{k[0]} ({k[2]})" if several_devices else k[0]) for k in series_keys)
+                   if (rows[(rows.series == series) & (rows.device == device)].status
+                       == "ok").all()]
+        text = ("Inference cost on synthetic kNN graphs of N nodes (one forward pass; "
+                "\"(sparse)\": the model with sparse graph supports). A series that stops ends "
+                "in a dotted segment at the height of its last measurement; its markers there "
+                "are the N that did not run, and why.")
+        if sentences:
+            text += " Where each series stops: " + ". ".join(sentences) + "."
+        if ran_all:
+            text += " Ran at every N measured: " + ", ".join(ran_all) + "."
+        _caption(fig, text)
         return save_figure(fig, out_dir, stem)
 
 

@@ -2,9 +2,15 @@
 
 Rows come from ``results/scaling/*.json`` (written by ``perf/scaling.py``): each file holds
 one row, a list of rows, or ``{"rows": [...]}``; a row is ``{model, num_nodes, status ("ok" |
-"oom" | "error"), device, latency_ms_median, latency_ms_p95, peak_memory_mb_inference, ...}``.
-Run records whose efficiency carries ``num_nodes`` (or whose sweep tag is ``scaling``) add rows
-too. Runs that ran out of memory stay in the table and figure as ``OOM``; they are not dropped.
+"oom" | "error" | "skipped"), device, supports, latency_ms_median, latency_ms_p95,
+peak_memory_mb_inference, ...}``. Run records whose efficiency carries ``num_nodes`` (or whose
+sweep tag is ``scaling``) add rows too. Runs that ran out of memory or time, and models not
+attempted because their graph is dense by design (``skipped``), stay in the table and figure;
+they are not dropped.
+
+A model run with sparse graph supports (``supports: "sparse"``) is its own series,
+``"<model> (sparse)"``, beside the same model with dense supports (``"<model>"``): the column
+``series``. :func:`stop_reason` says why a series has no value at some N.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .frame import model_sort_key
 from .table_markup import Cell, Section, Table, write_tables
 
 REQUIRED = ("model", "num_nodes")
-STATUSES = ("ok", "oom", "error")
+STATUSES = ("ok", "oom", "error", "skipped")
+SPARSE_SUFFIX = " (sparse)"
 VALUE_COLUMNS = ("latency_ms_median", "latency_ms_p95", "peak_memory_mb_inference")
 
 
@@ -42,8 +50,30 @@ def _rows_of(path: Path) -> list[dict]:
         if status not in STATUSES:
             raise ValueError(f"{path}: row {i} has status {status!r}, expected one of {STATUSES}")
         out.append({**row, "status": status, "num_nodes": int(row["num_nodes"]),
-                    "device": str(row.get("device", "") or ""), "source": str(path)})
+                    "device": str(row.get("device", "") or ""), "source": str(path),
+                    "series": series_name(row)})
     return out
+
+
+def series_name(row: dict) -> str:
+    """``"<model> (sparse)"`` for a row run with sparse supports, else the model."""
+    return str(row["model"]) + (SPARSE_SUFFIX if row.get("supports") == "sparse" else "")
+
+
+def stop_reason(row: pd.Series | dict) -> str:
+    """Why a row has no value, in a word or two: ``"out of memory"``, ``"timeout"``,
+    ``"dense by design"`` (not attempted with sparse supports) or ``"error"``; ``""`` for ok."""
+    status, error = row["status"], row.get("error", "")
+    error = error if isinstance(error, str) else ""  # NaN in a frame without the column
+    if status == "ok":
+        return ""
+    if status == "oom":
+        return "out of memory"
+    if status == "skipped":
+        return "dense by design"
+    if error.startswith(("timeout", "not run: out of time")):
+        return "timeout"
+    return "error"
 
 
 def _rows_from_records(frame: pd.DataFrame) -> list[dict]:
@@ -58,7 +88,8 @@ def _rows_from_records(frame: pd.DataFrame) -> list[dict]:
                   "left out of the scaling figure")
             continue
         row = {"model": r["model"], "num_nodes": int(r["num_nodes"]), "status": "ok",
-               "device": str(r.get("gpu") or r.get("device") or ""), "source": r["run_id"]}
+               "device": str(r.get("gpu") or r.get("device") or ""), "source": r["run_id"],
+               "series": r["model"]}
         for c in VALUE_COLUMNS:
             row[c] = r.get(c, float("nan"))
         out.append(row)
@@ -67,7 +98,9 @@ def _rows_from_records(frame: pd.DataFrame) -> list[dict]:
 
 def load_scaling(scaling_dir: Path | None, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every scaling row from ``scaling_dir`` (if it exists) and from the records ``frame``;
-    the last row per (model, num_nodes, device) wins (files are read in name order)."""
+    per (series, num_nodes, device) the last measured row wins (files are read in name order),
+    then a ``skipped`` one (not attempted), then one recorded as ``"not run: ..."`` after a
+    smaller N ran out of memory or time: a skipped row never hides a measurement."""
     rows: list[dict] = []
     if scaling_dir is not None and Path(scaling_dir).is_dir():
         for p in sorted(Path(scaling_dir).rglob("*.json")):
@@ -79,15 +112,27 @@ def load_scaling(scaling_dir: Path | None, frame: pd.DataFrame | None = None) ->
     df = pd.DataFrame(rows)
     for c in VALUE_COLUMNS:
         df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
-    return (df.drop_duplicates(["model", "num_nodes", "device"], keep="last")
-            .sort_values(["device", "num_nodes", "model"]).reset_index(drop=True))
+    error = df["error"].fillna("").astype(str) if "error" in df else pd.Series("", df.index)
+    rank = np.where(df["status"] == "skipped", 1, np.where(error.str.startswith("not run:"), 0, 2))
+    df = df.assign(_rank=rank).sort_values("_rank", kind="stable")
+    return (df.drop_duplicates(["series", "num_nodes", "device"], keep="last")
+            .drop(columns="_rank")
+            .sort_values(["device", "num_nodes", "series"]).reset_index(drop=True))
+
+
+def series_sort_key(series: str) -> tuple:
+    """Model order, the dense series before the sparse one of the same model."""
+    sparse = series.endswith(SPARSE_SUFFIX)
+    model = series[:-len(SPARSE_SUFFIX)] if sparse else series
+    return (model_sort_key(model), sparse)
 
 
 def _cell(row: pd.Series | None, col: str, digits: int) -> Cell:
     if row is None:
         return Cell()
     if row["status"] != "ok":
-        return Cell(text="OOM" if row["status"] == "oom" else "error")
+        return Cell(text={"out of memory": "OOM", "dense by design": "dense"}.get(
+            stop_reason(row), stop_reason(row)))
     v = row[col]
     return Cell(mean=None if pd.isna(v) else float(v), digits=digits)
 
@@ -100,12 +145,13 @@ def _sources(paths: pd.Series, most: int = 6) -> str:
 
 def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("flowdistill",
                   "gwnet"), stem: str = "scaling") -> list[Path]:
-    """Rows = N, columns = latency (median, ms) and inference peak memory (MB) per model, plus the
-    ``pair[1] / pair[0]`` ratios (how many times slower / larger the graph model is)."""
+    """Rows = N, columns = latency (median, ms) and inference peak memory (MB) per series (a
+    model, or a model with sparse supports), plus the ``pair[1] / pair[0]`` ratios (how many
+    times slower / larger the graph model is)."""
     if rows.empty:
         print(f"skip {stem}: no scaling rows (results/scaling/*.json or records with num_nodes)")
         return []
-    models = sorted(rows["model"].unique(), key=model_sort_key)
+    models = sorted(rows["series"].unique(), key=series_sort_key)
     groups = [(m, ["ms", "MB"]) for m in models]
     with_ratio = pair[0] in models and pair[1] in models
     if with_ratio:
@@ -114,7 +160,7 @@ def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("f
     for device, dg in rows.groupby("device", sort=True):
         sec = Section(f"device: {device}" if device else None)
         for n in sorted(dg["num_nodes"].unique()):
-            at = dg[dg["num_nodes"] == n].set_index("model")
+            at = dg[dg["num_nodes"] == n].set_index("series")
             cells = [Cell(text=f"{int(n):,}")]
             for m in models:
                 r = at.loc[m] if m in at.index else None
@@ -131,6 +177,8 @@ def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("f
     table = Table(caption="Inference latency (median, ms) and peak inference memory (MB) vs the "
                           "number of nodes N", label=f"tab:{stem}", row_header=["N"],
                   column_groups=groups, sections=sections,
-                  note="OOM: ran out of memory; error: failed for another reason. Sources: "
+                  note="OOM: ran out of memory; timeout: ran out of time; dense: not attempted "
+                       "with sparse supports, the model's graph is dense by design; error: "
+                       "failed for another reason. (sparse): sparse graph supports. Sources: "
                        + _sources(rows["source"]))
     return write_tables([table], out_dir, stem, "Scaling with the number of nodes")

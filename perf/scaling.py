@@ -26,11 +26,22 @@ limit (``--timeout-s``). So that a configuration that does not fit is recorded, 
 Once a model is out of memory or out of time at some N, its larger N are recorded with the same
 status and ``error: "not run: ... at N=..."`` instead of being run (``--keep-going`` runs them).
 
+Graph supports (``--supports``): ``dense`` (default) gives the models the dense ``[N, N]``
+adjacency and builds every fixed-graph model with ``sparse_supports=False`` (what they always
+did); ``sparse`` gives them a sparse adjacency (:func:`knn_sparse`: never an ``[N, N]`` array,
+so N = 50,000 fits) and builds them with ``sparse_supports=True``. A model whose graph is dense
+by design (its class's ``dense_graph_reason(hparams)`` says why: Graph WaveNet's adaptive
+adjacency, ASTGCN's spatial attention, STSGCN's mask, MTGNN's and AGCRN's learned graphs) is
+not run under ``sparse``: its row has ``status: "skipped"`` and ``error: "not attempted: dense
+by design: <reason>"``. Models without a graph (the student, STID, MLP) run the same either way.
+Each row says what the model ran with: ``supports`` = ``"dense"``, ``"sparse"`` or ``"none"``.
+
 Rows (``paper/scaling.py`` and docs/paper.md read them) go to ``--out`` as ``{"rows": [...]}``,
 rewritten atomically after each configuration; rerunning the same command skips the
-(model, N, device) rows already there (``--redo-failed`` reruns the non-ok ones). Keys of a row:
-``model, num_nodes, status, device`` (e.g. ``"cpu (AMD EPYC, 1 thread)"``), ``latency_batch``,
-``latency_ms_median``/``latency_ms_p95`` and ``peak_memory_mb_inference`` at the fixed batch,
+(model, N, device, supports setting) rows already there (``--redo-failed`` reruns the non-ok
+ones). Keys of a row: ``model, num_nodes, status, device`` (e.g. ``"cpu (AMD EPYC, 1
+thread)"``), ``supports``, ``latency_batch``, ``latency_ms_median``/``latency_ms_p95`` and
+``peak_memory_mb_inference`` at the fixed batch,
 the same with ``_b1`` at batch 1, repeats, parameters, edges, timings and settings.
 """
 
@@ -54,7 +65,8 @@ import numpy as np
 
 from benchmark.paths import module_env
 
-OK, OOM, ERROR = "ok", "oom", "error"
+OK, OOM, ERROR, SKIPPED = "ok", "oom", "error", "skipped"
+SUPPORTS = ("dense", "sparse")
 _OOM_MESSAGES = ("not enough memory", "out of memory", "cannot allocate memory",
                  "can't allocate memory", "unable to allocate", "failed to allocate")
 
@@ -73,6 +85,7 @@ class ScalingConfig:
         timeout_s: wall-clock limit of one (model, N) child process.
         threads: ``torch.set_num_threads`` in the child; None keeps torch's default.
         device: ``cpu``, ``cuda`` or ``cuda:K``.
+        supports: ``"dense"`` or ``"sparse"`` graph supports (module docstring).
         neighbours: k of the kNN graph.
         input_len, horizon, channels, steps_per_day: T_in, T_out, C (in and out), time slots.
         seed: graph positions, inputs and weights.
@@ -87,6 +100,7 @@ class ScalingConfig:
     timeout_s: float = 600.0
     threads: int | None = None
     device: str = "cpu"
+    supports: str = "dense"
     neighbours: int = 8
     input_len: int = 12
     horizon: int = 12
@@ -103,6 +117,9 @@ class ScalingConfig:
             raise ValueError(f"scaling: timeout_s must be positive, got {self.timeout_s}")
         if self.neighbours < 1:
             raise ValueError(f"scaling: neighbours must be >= 1, got {self.neighbours}")
+        if self.supports not in SUPPORTS:
+            raise ValueError(f"scaling: supports must be one of {SUPPORTS}, got "
+                             f"{self.supports!r}")
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -134,6 +151,78 @@ def knn_graph(num_nodes: int, neighbours: int = 8, seed: int = 0,
         adj[rows, nearest.ravel()] = 1.0
         adj[nearest.ravel(), rows] = 1.0
     return adj
+
+
+def knn_edges(num_nodes: int, neighbours: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The picks of :func:`knn_graph` without the dense matrix: ``(rows, cols)``, node
+    ``rows[e]`` picked ``cols[e]`` as one of its ``k = min(neighbours, N - 1)`` nearest others
+    (``N k`` pairs, same positions from ``seed``). The union of both directions is the graph.
+
+    Exact, in about ``O(N k)`` instead of the ``O(N^2)`` of comparing every pair: the unit square
+    is cut into ``G x G`` cells of about ``2 k`` points; the points of a cell are compared with
+    those of the ``(2r + 1)^2`` cells around it (r = 1, 2, ...) until the k-th nearest candidate
+    lies strictly closer than the edge of that block (no point outside it can be nearer).
+    """
+    if num_nodes < 1:
+        raise ValueError(f"knn_edges: num_nodes must be >= 1, got {num_nodes}")
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(0.0, 1.0, size=(num_nodes, 2))
+    k = min(neighbours, num_nodes - 1)
+    if k < 1:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    g = max(1, int(np.sqrt(num_nodes / (2 * k))))
+    cx = np.minimum((pos[:, 0] * g).astype(np.int64), g - 1)
+    cy = np.minimum((pos[:, 1] * g).astype(np.int64), g - 1)
+    cell = cx * g + cy
+    order = np.argsort(cell, kind="stable")
+    starts = np.searchsorted(cell[order], np.arange(g * g + 1))
+    sq = (pos ** 2).sum(1)
+    nearest = np.empty((num_nodes, k), dtype=np.int64)
+    for c in range(g * g):
+        pending = order[starts[c]:starts[c + 1]]
+        gx, gy = divmod(c, g)
+        r = 1
+        while pending.size:
+            x0, x1, y0, y1 = max(gx - r, 0), min(gx + r, g - 1), max(gy - r, 0), min(gy + r, g - 1)
+            # cells x * g + y0 .. x * g + y1 are contiguous in ``order``
+            cand = np.concatenate([order[starts[x * g + y0]:starts[x * g + y1 + 1]]
+                                   for x in range(x0, x1 + 1)])
+            whole = x0 == 0 and y0 == 0 and x1 == g - 1 and y1 == g - 1
+            if cand.size <= k and not whole:
+                r += 1
+                continue
+            d = sq[pending, None] + sq[None, cand] - 2.0 * pos[pending] @ pos[cand].T
+            d[pending[:, None] == cand[None, :]] = np.inf
+            part = np.argpartition(d, k - 1, axis=1)[:, :k]
+            kth = np.take_along_axis(d, part, axis=1).max(axis=1)
+            p = pos[pending]
+            edge = np.full(pending.size, np.inf)
+            for bound, lo_side in ((x0 / g, True), ((x1 + 1) / g, False)):
+                if 0.0 < bound < 1.0:
+                    edge = np.minimum(edge, p[:, 0] - bound if lo_side else bound - p[:, 0])
+            for bound, lo_side in ((y0 / g, True), ((y1 + 1) / g, False)):
+                if 0.0 < bound < 1.0:
+                    edge = np.minimum(edge, p[:, 1] - bound if lo_side else bound - p[:, 1])
+            exact = whole | (kth < edge ** 2 - 1e-12)
+            nearest[pending[exact]] = cand[part[exact]]
+            pending = pending[~exact]
+            r += 1
+    return np.repeat(np.arange(num_nodes), k), nearest.ravel()
+
+
+def knn_sparse(num_nodes: int, neighbours: int = 8, seed: int = 0):
+    """:func:`knn_graph` as a coalesced float32 sparse COO tensor ``[N, N]`` (from
+    :func:`knn_edges`; no dense ``[N, N]`` array at any point)."""
+    import torch
+
+    rows, cols = knn_edges(num_nodes, neighbours, seed)
+    index = torch.from_numpy(np.stack([np.concatenate([rows, cols]),
+                                       np.concatenate([cols, rows])]))
+    merged = torch.sparse_coo_tensor(index, torch.ones(index.shape[1]), (num_nodes, num_nodes),
+                                     check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(merged.indices(), torch.ones(merged.indices().shape[1]),
+                                   (num_nodes, num_nodes), is_coalesced=True,
+                                   check_invariants=True)
 
 
 def model_context(num_nodes: int, cfg: ScalingConfig, adjacency: np.ndarray | None = None):
@@ -239,6 +328,30 @@ def measure_batch(model, batch, cfg: ScalingConfig, suffix: str,
     return out
 
 
+class DenseByDesign(Exception):
+    """The model has no sparse path (``supports="sparse"``): not attempted."""
+
+
+def graph_plan(model_name: str, supports: str) -> tuple[str, dict]:
+    """What ``model_name`` runs with under ``supports``: ``(row supports, hparam overrides)``,
+    row supports being ``"dense"``, ``"sparse"`` or ``"none"`` (no graph). Raises
+    :class:`DenseByDesign` (with the model's reason) for ``"sparse"`` and a model whose graph
+    is dense by design."""
+    from benchmark.models import get_spec, resolve_hparams
+
+    spec = get_spec(model_name)
+    why = getattr(spec.factory, "dense_graph_reason", None)
+    reason = why(resolve_hparams(model_name)) if why is not None else None
+    accepted = spec.accepted_args() or set()
+    if reason is not None:
+        if supports == "sparse":
+            raise DenseByDesign(reason)
+        return "dense", ({"sparse_supports": False} if "sparse_supports" in accepted else {})
+    if "sparse_supports" in accepted:
+        return supports, {"sparse_supports": supports == "sparse"}
+    return ("dense" if "adjacency" in accepted else "none"), {}
+
+
 def measure(model_name: str, num_nodes: int, cfg: ScalingConfig,
             report: Callable[[dict], None] = lambda d: None) -> dict:
     """Build ``model_name`` on a ``num_nodes`` kNN graph and measure it at batch 1 and at
@@ -250,11 +363,18 @@ def measure(model_name: str, num_nodes: int, cfg: ScalingConfig,
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    report({"stage": "graph"})
-    adj = knn_graph(num_nodes, cfg.neighbours, cfg.seed)
-    row: dict = {"num_edges": int(np.count_nonzero(adj))}
+    supports, overrides = graph_plan(model_name, cfg.supports)
+    report({"supports": supports, "stage": "graph"})
+    if cfg.supports == "sparse":
+        adj = knn_sparse(num_nodes, cfg.neighbours, cfg.seed)
+        num_edges = int(adj._nnz())
+    else:
+        adj = knn_graph(num_nodes, cfg.neighbours, cfg.seed)
+        num_edges = int(np.count_nonzero(adj))
+    row: dict = {"supports": supports, "num_edges": num_edges}
     report({**row, "stage": "build"})
-    model = build_model(model_name, model_context(num_nodes, cfg, adj)).to(device).eval()
+    model = build_model(model_name, model_context(num_nodes, cfg, adj), overrides)
+    model = model.to(device).eval()
     del adj
     row.update(params=count_parameters(model), build_s=time.perf_counter() - t0)
     done = dict(row)
@@ -295,6 +415,14 @@ def child_main(model_name: str, num_nodes: int, cfg: ScalingConfig, result: Path
     from benchmark.models import registry
 
     registry()  # import every model module before the limit
+    try:
+        uses_sparse = graph_plan(model_name, cfg.supports)[0] == "sparse"
+    except (DenseByDesign, KeyError):  # the row says so below
+        uses_sparse = False
+    if uses_sparse:  # and torch-geometric, which the sparse supports are built with
+        from baselines.sparse_graph import _pyg
+
+        _pyg()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     limit = None
@@ -313,6 +441,9 @@ def child_main(model_name: str, num_nodes: int, cfg: ScalingConfig, result: Path
 
     try:
         row = {**measure(model_name, num_nodes, cfg, report), "status": OK}
+    except DenseByDesign as e:
+        row = {"supports": "dense", "status": SKIPPED,
+               "error": f"not attempted: dense by design: {e}"}
     except Exception as e:  # noqa: BLE001 - every failure becomes a row
         if limit is not None:  # lift the soft limit up to the hard one to write the row
             hard = resource.getrlimit(resource.RLIMIT_AS)[1]
@@ -422,23 +553,24 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
         commands = list(data.get("commands", [])) if isinstance(data, dict) else []
     if command and command not in commands:
         commands.append(command)
-    index = {(r["model"], int(r["num_nodes"]), r.get("device", "")): i for i, r in enumerate(rows)}
+    index = {_key(r): i for i, r in enumerate(rows)}
 
     def done(m: str, n: int) -> bool:
-        i = index.get((m, n, device))
-        return i is not None and (not redo_failed or rows[i].get("status") == OK)
+        i = index.get((m, n, device, cfg.supports))
+        return i is not None and (not redo_failed or rows[i].get("status") in (OK, SKIPPED))
 
     models, nodes = list(models), sorted(set(int(n) for n in nodes))
     todo = [(m, n) for n in nodes for m in models if not done(m, n)]
     skipped = len(models) * len(nodes) - len(todo)
     if skipped:
-        print(f"{out}: {skipped} (model, N) rows already there for {device}; skipped")
+        print(f"{out}: {skipped} (model, N) rows already there for {device}, {cfg.supports} "
+              "supports; skipped")
     failed_at: dict[str, tuple[int, str, str]] = {}
     for r in rows:  # failures from an earlier run also stop larger N
-        if r.get("device") == device and r.get("status") in (OOM, ERROR):
+        if _key(r)[2:] == (device, cfg.supports) and r.get("status") in (OOM, ERROR):
             m, n = r["model"], int(r["num_nodes"])
             if _is_limit(r) and (m not in failed_at or n < failed_at[m][0]):
-                failed_at[m] = (n, r["status"], r.get("error", ""))
+                failed_at[m] = (n, r["status"], r.get("supports", ""))
     bar = tqdm(todo, desc="scaling", disable=not progress)
     for m, n in bar:
         bar.set_postfix_str(f"{m} N={n}")
@@ -446,13 +578,13 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
         if prior is not None and prior[0] < n and not cfg.keep_going:
             what = "out of memory" if prior[1] == OOM else "out of time"
             row = {"model": m, "num_nodes": n, "status": prior[1], "device": device,
-                   "error": f"not run: {what} at N={prior[0]} already",
+                   "supports": prior[2], "error": f"not run: {what} at N={prior[0]} already",
                    "settings": _settings(cfg)}
         else:
             row = runner(m, n, cfg, device)
             if _is_limit(row):
-                failed_at.setdefault(m, (n, row["status"], row.get("error", "")))
-        key = (m, n, device)
+                failed_at.setdefault(m, (n, row["status"], row.get("supports", "")))
+        key = (m, n, device, cfg.supports)
         if key in index:
             rows[index[key]] = row
         else:
@@ -464,6 +596,14 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
     if not todo and command:
         _write_rows(out, rows, commands)
     return rows
+
+
+def _key(row: dict) -> tuple[str, int, str, str]:
+    """(model, N, device, supports setting) of a row; rows written before ``--supports``
+    existed ran dense."""
+    settings = row.get("settings") or {}
+    return (row["model"], int(row["num_nodes"]), row.get("device", ""),
+            settings.get("supports", "dense"))
 
 
 def _is_limit(row: dict) -> bool:
@@ -510,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads,
                    help="torch threads in the child (default: torch's choice)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:K")
+    p.add_argument("--supports", choices=SUPPORTS, default=d.supports,
+                   help="graph supports of the fixed-graph models: dense [N, N] matrices (as "
+                        "they always ran) or sparse ones (sparse_supports=True; models whose "
+                        "graph is dense by design are recorded as skipped)")
     p.add_argument("--neighbours", type=int, default=d.neighbours, help="k of the kNN graph")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--keep-going", action="store_true",
