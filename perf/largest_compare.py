@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep LargeST's loader dropping the last partial batch")
     p.add_argument("--out", type=Path, help="output path without suffix (.json and .md)")
     p.add_argument("--render", nargs="+", type=Path, metavar="JSON",
-                   help="only render these result files (rows of all) to --out")
+                   help="only merge these result files (rows of all) into --out .json and .md")
     p.add_argument("--child-ours", metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument("--child-largest", metavar="MODEL", help=argparse.SUPPRESS)
     p.add_argument("--arrays", help=argparse.SUPPRESS)
@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sides": list(dict.fromkeys(s for part in parts for s in part["meta"]["sides"]))}
         text = render_markdown(rows, meta)
         if args.out is not None:
+            atomic_write_json(f"{args.out}.json",
+                              {"meta": meta, "parts": [part["meta"] for part in parts],
+                               "rows": rows}, indent=1)
             atomic_write_text(f"{args.out}.md", text)
         print(text)
         return 0
