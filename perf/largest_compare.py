@@ -338,15 +338,15 @@ def measure(side: str, model: str, args, arrays: str, bs: tuple[int, int]) -> di
 
 
 def paired_ratios(rows: list[dict], key: str, num: str = "ours", den: str = "largest") -> list:
-    """``num / den`` of ``key`` within each repeat of each model where both sides succeeded
-    (key ``cpu_s`` = user + sys)."""
+    """``num / den`` of ``key`` within each repeat of each model and run where both sides
+    succeeded (key ``cpu_s`` = user + sys)."""
     def value(r):
         return r["user_s"] + r["sys_s"] if key == "cpu_s" else r[key]
 
     by = {}
     for r in rows:
         if "error" not in r:
-            by.setdefault((r["model"], r["repeat"]), {})[r["side"]] = r
+            by.setdefault((r.get("run"), r["model"], r["repeat"]), {})[r["side"]] = r
     return [value(p[num]) / value(p[den]) for p in by.values()
             if num in p and den in p and value(p[den]) > 0]
 
@@ -387,6 +387,8 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
                 f"{min(loads):.1f}-{max(loads):.1f} |")
         model_rows = [r for r in rows if r["model"] == model]
         for other in [s for s in sides if s != "ours"]:
+            if not paired_ratios(model_rows, "wall_s", "ours", other):
+                continue
             cells = []
             for key in ("wall_s", "cpu_s", "sys_s", "minor_faults"):
                 vals = paired_ratios(model_rows, key, "ours", other)
@@ -455,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.render:
         parts = [json.loads(f.read_text()) for f in args.render]
-        rows = [r for part in parts for r in part["rows"]]
+        rows = [{**r, "run": part["meta"]["started"]} for part in parts for r in part["rows"]]
         meta = {**parts[0]["meta"],
                 "command": "; ".join(part["meta"]["command"] for part in parts),
                 "sides": list(dict.fromkeys(s for part in parts for s in part["meta"]["sides"]))}
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(repeats):
             for side in side_order(sides, rep):
                 row = measure(side, model, args, str(arrays), bs)
-                row["repeat"] = rep
+                row["repeat"], row["run"] = rep, meta["started"]
                 if side == "ours":
                     row["params"] = ours_params[model]
                 rows.append(row)

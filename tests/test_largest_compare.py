@@ -55,6 +55,9 @@ def test_paired_ratios_pair_within_a_repeat_and_skip_failures():
     assert paired_ratios(rows, "wall_s") == [0.5, 0.25]
     assert paired_ratios(rows, "cpu_s") == [0.5, 0.25]
     assert paired_ratios(rows, "sys_s") == [0.4, 0.1]
+    # the same repeat number in two runs (merged result files) are two pairs
+    other_run = [{**r, "run": "b"} for r in rows[:2]]
+    assert paired_ratios(rows + other_run, "wall_s") == [0.5, 0.25, 0.5]
 
 
 def test_render_markdown_medians_and_ratio_line():
