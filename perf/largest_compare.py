@@ -59,22 +59,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from perf.cpu_epoch import _delta, _usage  # the same rusage deltas as our side's own perf script
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("gwnet", "stgcn", "agcrn", "astgcn", "dcrnn")
 SIDES = ("ours", "largest", "largest-tuned")
 #: models whose input here carries the time of day as an extra channel (ours: ``time_of_day``)
 TIME_OF_DAY_INPUT = ("gwnet", "dcrnn")
 SEED = 2023  # LargeST's scripts' default seed
-
-
-def _usage() -> tuple[float, float, float, int, int]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), r.ru_utime, r.ru_stime, r.ru_minflt, r.ru_majflt
-
-
-def _delta(a, b) -> dict:
-    return {"wall_s": b[0] - a[0], "user_s": b[1] - a[1], "sys_s": b[2] - a[2],
-            "minor_faults": b[3] - a[3], "major_faults": b[4] - a[4]}
 
 
 def largest_index(starts, input_len: int):

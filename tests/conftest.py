@@ -34,3 +34,16 @@ def needs_real_data():
     if d is None:
         pytest.skip("real datasets not available (set FLOWDISTILL_DATA)")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tiny models (no OpenMP oversubscription on a
+    shared CPU; tests/model_reference was computed with one thread); restored afterwards.
+    Use as ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,13 +20,7 @@ N, T_IN, C, C_OUT, B, SPD = 7, 12, 2, 2, 2, 48
 MODELS = ["stgcn", "stgcn-gcn", "gwnet", "dcrnn", "tgcn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids OpenMP oversubscription on the shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ring_adjacency(n: int = N) -> np.ndarray:

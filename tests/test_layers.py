@@ -22,13 +22,7 @@ from flowdistill.student import FlowDistillStudent
 REFERENCE_DIR = Path(__file__).resolve().parent / "model_reference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The reference was computed with one intra-op thread; tiny ops gain nothing from more."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_module():

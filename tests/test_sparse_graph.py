@@ -27,12 +27,7 @@ PATH = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # 0 - 1 - 
 N, T_IN, T_OUT, C, SPD, B = 30, 12, 3, 2, 48, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def weighted_directed(n: int = N, seed: int = 7) -> np.ndarray:
