@@ -184,6 +184,32 @@ def test_scaling_table_and_figure_keep_oom(built):
         assert (built.figures / f"scaling.{ext}").is_file()
 
 
+def test_scaling_ratios_only_within_one_session(paper, tmp_path):
+    """The gwnet / flowdistill ratio pairs rows of one file (session) only: at N = 69 the shown
+    flowdistill row is the later file's (b.json) and gwnet's the earlier one's (a.json), so the
+    ratio says the sessions differ; at N = 1,000 both come from b.json: 12 / 3 = 4.0 and
+    60 / 20 = 3.0. Each row names its sources."""
+    def row(model, n, ms, mb):
+        return {"model": model, "num_nodes": n, "status": "ok", "device": "cpu",
+                "latency_ms_median": ms, "peak_memory_mb_inference": mb}
+
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "a.json").write_text(json.dumps(
+        [row("flowdistill", 69, 1.0, 10.0), row("gwnet", 69, 4.0, 50.0)]))
+    (tmp_path / "rows" / "b.json").write_text(json.dumps(
+        {"rows": [row("flowdistill", 69, 2.0, 11.0), row("flowdistill", 1000, 3.0, 20.0),
+                  row("gwnet", 1000, 12.0, 60.0)]}))
+    rows = paper.scaling.load_scaling(tmp_path / "rows")
+    paper.scaling.scaling_table(rows, tmp_path / "out")
+    md = (tmp_path / "out" / "scaling.md").read_text()
+    assert "| N | gwnet ms | gwnet MB | flowdistill ms | flowdistill MB | gwnet / flowdistill " \
+           "latency | gwnet / flowdistill memory | Source |" in md
+    assert "| 69 | 4.00 | 50.0 | 2.00 | 11.0 | sessions differ | sessions differ | " \
+           "a.json (gwnet); b.json (the rest) |" in md
+    assert "| 1,000 | 12.00 | 60.0 | 3.00 | 20.0 | 4.0 | 3.0 | b.json |" in md
+    assert "sessions differ\" where the two come from different sessions" in md
+
+
 def test_horizon_and_series_figures(built):
     paths = built.outputs["error per horizon"] + built.outputs["predicted vs true series"]
     names = sorted(p.name for p in paths)
