@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.campaign.messages import EPOCH, PARKING
 from benchmark.campaign.park import EpochReporter, ParkRun, next_epoch_ends_late
 from benchmark.campaign.plan import CampaignSpec
 from benchmark.campaign.runner import CampaignConfig, run_campaign
 from benchmark.campaign.snapshot import local_epoch
-from benchmark.campaign.worker import EPOCH, PARKING
 from benchmark.experiment import RunSpec, run_experiment
 from benchmark.locks import lock_held
 from benchmark.loop import Callback

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from ..loop import Callback, LoopState
-from .worker import CUTOFF, EPOCH, INBOX, PARKING
+from .messages import CUTOFF, EPOCH, PARKING
 
 
 class ParkRun(BaseException):  # noqa: N818 - a request, not an error
@@ -51,11 +52,15 @@ class EpochReporter(Callback):
             (None: no cut-off).
         safety: factor on the epoch time.
         clock: the clock (monotonic seconds).
+        inbox: where other messages read from ``conn`` go (the worker's loop takes them from
+            there); None: dropped.
     """
 
     def __init__(self, conn: Connection | None, key: str, cutoff_s: float | None,
-                 safety: float = 1.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 safety: float = 1.5, clock: Callable[[], float] = time.monotonic,
+                 inbox: deque | None = None) -> None:
         self.conn, self.key, self.safety, self.clock = conn, key, safety, clock
+        self.inbox = inbox
         ok = cutoff_s is not None and math.isfinite(cutoff_s)
         self.cutoff = clock() + cutoff_s if ok else None
         self.durations: list[float] = []
@@ -92,7 +97,7 @@ class EpochReporter(Callback):
         self._read_cutoffs()
 
     def _tell_campaign(self, msg: tuple) -> None:
-        """Send ``msg`` (a stop that lands meanwhile waits for it: :data:`WRITERS`)."""
+        """Send ``msg`` (a stop that lands meanwhile waits for it: :data:`.worker.WRITERS`)."""
         if self.conn is not None:
             self.conn.send(msg)
 
@@ -104,5 +109,5 @@ class EpochReporter(Callback):
             if msg is not None and msg[0] == CUTOFF and msg[1] == self.key:
                 cutoff = self.clock() + float(msg[2])
                 self.cutoff = cutoff if self.cutoff is None else min(self.cutoff, cutoff)
-            elif msg is None or msg[0] != CUTOFF:
-                INBOX.append(msg)
+            elif (msg is None or msg[0] != CUTOFF) and self.inbox is not None:
+                self.inbox.append(msg)

@@ -41,6 +41,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..locks import LOCK_DIR, lock_held
 from ..records import is_finished, now_iso
+from .messages import CUTOFF, DONE, EPOCH, PARKED, PARKING, READY
 from .plan import RUN, TEACHER, CampaignSpec, Job, Queue, build_queue, campaign_dirs, step_counts
 from .snapshot import (
     RESUME,
@@ -50,7 +51,7 @@ from .snapshot import (
     local_epoch,
     seed_from_snapshot,
 )
-from .worker import CUTOFF, DONE, EPOCH, PARKED, PARKING, READY, worker_main
+from .worker import worker_main
 
 FINISHED, SKIPPED, FAILED, RUNNING = "finished", "skipped", "failed", "running"
 BLOCKED, DEADLINE, INTERRUPTED = "blocked", "deadline", "interrupted"

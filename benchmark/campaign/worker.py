@@ -4,15 +4,15 @@ time, until told to stop.
 **Epochs and parking.** A run job trains with an
 :class:`~benchmark.campaign.park.EpochReporter` among its callbacks
 (:func:`benchmark.experiment.run_experiment`). After each epoch's checkpoint it tells the
-campaign the epoch and how long it took (``(EPOCH, key, info)`` on the job's pipe), and when
-the trainer is about to start another epoch that would end after the job's cut-off (sent with
-the job, in seconds from its receipt; the campaign sends an earlier one when its stop time
-moves), it *parks* the run: it says so (``(PARKING, key, info)``) and raises
-:class:`~benchmark.campaign.park.ParkRun`
-from ``on_epoch_start``. That is after the checkpoint of the epoch before, so the run resumes
-from there in a later window; the exception ends :func:`~benchmark.experiment.run_experiment`
-before its record (a parked run has none: it is never mistaken for a finished one), the job
-answers ``parked``, and the worker waits for its next job.
+campaign the epoch and how long it took (``(EPOCH, key, info)`` on the job's pipe,
+:mod:`.messages`), and when the trainer is about to start another epoch that would end after
+the job's cut-off (sent with the job, in seconds from its receipt; the campaign sends an
+earlier one when its stop time moves), it *parks* the run: it says so (``(PARKING, key,
+info)``) and raises :class:`~benchmark.campaign.park.ParkRun` from ``on_epoch_start``. That is
+after the checkpoint of the epoch before, so the run resumes from there in a later window; the
+exception ends :func:`~benchmark.experiment.run_experiment` before its record (a parked run has
+none: it is never mistaken for a finished one), the job answers ``parked``, and the worker
+waits for its next job.
 
 **Signals**, the hard stop (the campaign's deadline, or a signal to the campaign): SIGTERM
 raises :class:`WorkerStop` (a ``BaseException``, so the run's own error handling does not
@@ -32,13 +32,9 @@ import traceback
 from collections import deque
 from multiprocessing.connection import Connection
 
-# worker -> campaign: READY once imported; per run epoch EPOCH, PARKING before a park; DONE per
-# job. campaign -> worker: a job (kind, key, payload), CUTOFF (an earlier cut-off for the job
-# now running), None (exit).
-READY, DONE, EPOCH, PARKING, CUTOFF = "ready", "done", "epoch", "parking", "cutoff"
-PARKED = "parked"
+from .messages import CUTOFF, DONE, PARKED, READY
 
-# messages the reporter read while looking for a CUTOFF, for the worker's loop
+# messages the epoch reporter read while looking for a CUTOFF, for the worker's loop
 INBOX: deque = deque()
 
 
@@ -49,7 +45,7 @@ class WorkerStop(BaseException):
 # A stop that lands while a checkpoint is being written waits until the write is over (looked at
 # again every STOP_RETRY_S by SIGALRM): the trainer writes best.pt then last.pt after an epoch,
 # and stopping inside the second write would leave last.pt an epoch behind best.pt (resumable,
-# but the epoch is repeated).
+# but the epoch is repeated). A message to the campaign is not cut in half either.
 WRITERS = {"atomic_file", "atomic_write_bytes", "atomic_torch_save", "write_record",
            "_tell_campaign"}
 STOP_RETRY_S = 0.05
@@ -132,7 +128,7 @@ def run_job(kind: str, payload: dict, conn: Connection | None = None, key: str =
         callbacks = []
         if conn is not None:
             callbacks.append(EpochReporter(conn, key, payload.get("cutoff_s"),
-                                           payload.get("safety", 1.5)))
+                                           payload.get("safety", 1.5), inbox=INBOX))
         try:  # as a sweep runs it (the same record), plus the reporter
             run_experiment(spec, payload["records"], payload["runs"],
                            command=f"sweep {spec.tag}", callbacks=callbacks)
