@@ -47,11 +47,13 @@ class TeacherFinetuneConfig:
             then only serves datasets with the same nodes).
         encoder_pretrain_epochs, encoder_pretrain_lr: pre-train the ST encoder (with the
             regression head) as a forecaster on all training pairs before instruction tuning,
-            as UrbanGPT pre-trains its ST encoder (see :func:`pretrain_encoder`); 0 = off.
+            as UrbanGPT pre-trains its ST encoder (see
+            :func:`~flowdistill.teacher.finetune.pretrain_encoder`); 0 = off.
         pretrained_lr_scale: learning-rate factor for the pre-trained encoder and head during
             instruction tuning (they start good; the LM around them starts from scratch).
         zero_init_residual: zero-initialise the residual branches' output projections of a
-            from-scratch backbone (see :func:`~flowdistill.teacher.model.build_tiny`).
+            from-scratch backbone (tiny or ``init="scratch"``; see
+            :func:`~flowdistill.teacher.model.zero_residual_branches`).
         lora_r, lora_alpha, lora_dropout, lora_targets: peft LoRA settings.
         head_hidden, encoder_hidden: widths of the regression head and the ST encoder.
         steps: optimiser steps; batch_size: prompts per step.

@@ -43,6 +43,7 @@ def label_throughput(meta: dict, label_roots: Iterable[str | Path]) -> dict:
                 md = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
+            md = md.get("metadata", md) if isinstance(md, dict) else {}  # the producer's block
             if md.get("teacher_id") != meta["teacher_id"] \
                     or md.get("adapter_hash") != meta["adapter_hash"] \
                     or md.get("prompts_per_second") is None:
