@@ -71,12 +71,13 @@ def test_report_cli_writes_markdown_and_json(tmp_path, teacher_dir):
     val = rows[0]["val"]
     assert f"{val['mae']:.3f} / {val['rmse']:.3f} / {val['mape']:.1f}" in md
     assert "`llm:tiny+stenc`" in md and "do not edit by hand" in md
+    assert "| synthetic |" in md and "; 2 x 4 |" in md  # all of train; steps x batch
 
 
 def test_report_refuses_an_unevaluated_checkpoint_and_evaluate_fixes_it(tmp_path, prepared,
                                                                         capsys):
     ck = finetune(_cfg(tmp_path / "u", st_encoder=False, encoder_pretrain_epochs=0,
-                       final_eval_splits=()), prepared)
+                       final_eval_splits=(), protocol={"train_fraction": 0.5}))
     with pytest.raises(TeacherReportError, match="teacher evaluate"):
         report_row(ck)
     out = tmp_path / "r"
@@ -88,6 +89,7 @@ def test_report_refuses_an_unevaluated_checkpoint_and_evaluate_fixes_it(tmp_path
         report_row(ck)
     assert main(["teacher", "report", str(ck), "--out", str(out), "--labels", "--evaluate"]) == 0
     assert json.loads((out / "teachers.json").read_text())["rows"][0]["test"]["pairs"] > 0
+    assert "| synthetic, 50 % of train |" in (out / "teachers.md").read_text()
 
 
 def test_cli_finetune_settings(tmp_path, monkeypatch):

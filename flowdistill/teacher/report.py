@@ -78,10 +78,13 @@ def report_row(checkpoint_dir: str | Path, label_roots: Iterable[str | Path] = (
     train_s = float(tr.get("train_seconds") or 0.0)
     pre_s = float(pre.get("seconds") or 0.0)
     devices = tr.get("devices") or []
+    proto = meta["protocol"]
     return {
         "teacher_id": meta["teacher_id"],
         "checkpoint": str(d),
         "dataset": meta["dataset_id"],
+        "train_fraction": proto.get("train_fraction", 1.0),
+        "time_range": proto.get("time_range"),
         "protocol_hash": meta["protocol_hash"],
         "adapter_hash": meta["adapter_hash"],
         "backbone": backbone_name(cfg.backbone),
@@ -114,6 +117,16 @@ def _params(n: int) -> str:
     return str(n)
 
 
+def _data(r: dict) -> str:
+    """``dataset`` plus what of it the teacher was tuned on, when not all of it."""
+    out = r["dataset"]
+    if r["train_fraction"] != 1.0:
+        out += f", {100 * r['train_fraction']:g} % of train"
+    if r["time_range"]:
+        out += f", steps {r['time_range'][0]}-{r['time_range'][1]}"
+    return out
+
+
 def _metrics(m: dict) -> str:
     return f"{m['mae']:.3f} / {m['rmse']:.3f} / {m['mape']:.1f}"
 
@@ -129,9 +142,9 @@ def render_markdown(rows: list[dict], title: str = "LLM teachers") -> str:
         "original units; MAPE in %). The weights were selected on a random subset of "
         "validation pairs (`subset val MAE`, every target).",
         "",
-        "| teacher | dataset | backbone | init | tuning | precision | params (total / "
-        "trainable) | fine-tuning (device, s) | subset val MAE (step) | val MAE / RMSE / MAPE "
-        "| test MAE / RMSE / MAPE | prompts/s (backend, device) |",
+        "| teacher | data | backbone | init | tuning | precision | params (total / "
+        "trainable) | fine-tuning (device, s; steps x batch) | subset val MAE (step) | val MAE / "
+        "RMSE / MAPE | test MAE / RMSE / MAPE | prompts/s (backend, device) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -142,10 +155,11 @@ def render_markdown(rows: list[dict], title: str = "LLM teachers") -> str:
         labels = "; ".join(f"{v['prompts_per_second']:.1f} ({b}, {v['device']})"
                            for b, v in r["labels"].items()) or "-"
         lines.append(
-            f"| `{r['teacher_id']}` | {r['dataset']} | {r['backbone']} | {r['init']} | "
+            f"| `{r['teacher_id']}` | {_data(r)} | {r['backbone']} | {r['init']} | "
             f"{r['tuning']} | {r['precision']} | {_params(r['parameters']['total'])} / "
             f"{_params(r['parameters']['trainable'])} | {ft['device_name']}, "
-            f"{ft['device_seconds']:.0f} | {subset} | {_metrics(r['val'])} | "
+            f"{ft['device_seconds']:.0f}; {r['steps']} x {r['batch_size']} | {subset} | "
+            f"{_metrics(r['val'])} | "
             f"{_metrics(r['test'])} | {labels} |")
     lines += ["", "Checkpoints: " + ", ".join(f"`{r['checkpoint']}`" for r in rows), ""]
     return "\n".join(lines)

@@ -100,7 +100,7 @@ class ResourceEstimate:
         else:
             out.append(f"teacher resources: time per step >= {sps:.3g} s "
                        f"({self.flops_per_step:.3g} FLOPs at the "
-                       f"{self.matmul_flops_per_s / 1e9:.0f} GFLOP/s a "
+                       f"{self.matmul_flops_per_s / 1e9:.3g} GFLOP/s a "
                        f"{'bf16' if self.precision == 'bf16' else 'fp32'} matmul reached on "
                        f"{self.device}; real steps are slower)")
         out += [f"teacher resources: note: {n}" for n in self.notes]
