@@ -136,11 +136,11 @@ def render_markdown(rows: list[dict], title: str = "LLM teachers") -> str:
     lines = [
         f"# {title}",
         "",
-        "Built by `flowdistill teacher report` from the checkpoints' teacher.json and the "
-        "metadata of their soft-label stores; do not edit by hand. Metrics: every (window, node) "
-        "pair of the full split, masked as the protocol says (the students' MAE / RMSE / MAPE, "
-        "original units; MAPE in %). The weights were selected on a random subset of "
-        "validation pairs (`subset val MAE`, every target).",
+        "Built by `flowdistill teacher report` from the checkpoints' teacher.json and the",
+        "metadata of their soft-label stores; do not edit by hand. Metrics: every (window, node)",
+        "pair of the full split, masked as the protocol says (the students' MAE / RMSE / MAPE,",
+        "original units; MAPE in %). The weights were selected on a random subset of validation",
+        "pairs (`subset val MAE`, every target).",
         "",
         "| teacher | data | backbone | init | tuning | precision | params (total / "
         "trainable) | fine-tuning (device, s; steps x batch) | subset val MAE (step) | val MAE / "
