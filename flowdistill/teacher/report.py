@@ -44,12 +44,12 @@ def label_throughput(meta: dict, label_roots: Iterable[str | Path]) -> dict:
             except (OSError, json.JSONDecodeError):
                 continue
             md = md.get("metadata", md) if isinstance(md, dict) else {}  # the producer's block
+            rate = md.get("prompts_per_second", md.get("labels_per_s"))
             if md.get("teacher_id") != meta["teacher_id"] \
-                    or md.get("adapter_hash") != meta["adapter_hash"] \
-                    or md.get("prompts_per_second") is None:
+                    or md.get("adapter_hash") != meta["adapter_hash"] or rate is None:
                 continue
             backend = str(md.get("backend"))
-            row = {"prompts_per_second": md["prompts_per_second"],
+            row = {"prompts_per_second": rate,
                    "prompts": md.get("prompts"), "device": md.get("device_name")
                    or md.get("device") or "?", "store": path.parent.name}
             if backend not in best or (row["prompts"] or 0) > (best[backend]["prompts"] or 0):
