@@ -220,3 +220,12 @@ def test_cuda_bf16_finetune_and_full_split_evaluation(tmp_path, prepared):
     for split in ("val", "test"):
         assert cpu["splits"][split]["metrics"]["overall"]["mae"] == pytest.approx(
             meta["evaluation"]["splits"][split]["metrics"]["overall"]["mae"], rel=2e-2)
+
+
+def test_a_stored_evaluation_counts_only_for_its_weights_and_data(trained):
+    from flowdistill.teacher.checkpoint import read_config, stored_evaluation
+
+    meta = read_config(trained)
+    assert stored_evaluation(trained, meta) is not None
+    for key in ("adapter_hash", "protocol_hash_full", "dataset_id"):
+        assert stored_evaluation(trained, {**meta, key: "other"}) is None

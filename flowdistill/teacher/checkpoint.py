@@ -192,26 +192,35 @@ def read_config(checkpoint_dir: str | Path) -> dict:
     return meta
 
 
-def stored_evaluation(checkpoint_dir: str | Path, adapter_hash: str) -> dict | None:
-    """teacher.json's ``evaluation`` when it scored the weights with ``adapter_hash`` (None when
-    there is none, or it is about earlier weights)."""
+def _evaluation_tag(meta: dict) -> dict:
+    """What an evaluation is about: the kept weights and the data they were scored on."""
+    return {"adapter_hash": meta["adapter_hash"], "dataset_id": meta["dataset_id"],
+            "protocol_hash": meta["protocol_hash_full"]}
+
+
+def stored_evaluation(checkpoint_dir: str | Path, meta: dict) -> dict | None:
+    """teacher.json's ``evaluation`` when it scored the weights and data ``meta`` (a
+    teacher.json dict) describes; None when there is none, or it is about other weights or
+    data (an earlier state of the run)."""
     path = Path(checkpoint_dir) / CONFIG_FILE
     if not path.is_file():
         return None
     ev = json.loads(path.read_text()).get("evaluation")
-    return ev if ev and ev.get("adapter_hash") == adapter_hash else None
+    if not ev or any(ev.get(k) != v for k, v in _evaluation_tag(meta).items()):
+        return None
+    return ev
 
 
 def record_evaluation(checkpoint_dir: str | Path, result: dict) -> dict:
     """Store a full-split evaluation of the kept weights
     (:func:`~flowdistill.teacher.evaluation.evaluate_splits`) in teacher.json as
-    ``evaluation``, tagged with the weights' adapter hash and merged with an earlier evaluation
-    of the same weights (other splits). Returns what was stored."""
+    ``evaluation``, tagged with the weights' adapter hash, the dataset and the protocol hash, and
+    merged with an earlier evaluation of the same (other splits). Returns what was stored."""
     d = Path(checkpoint_dir)
     meta = read_config(d)
-    kept = stored_evaluation(d, meta["adapter_hash"]) or {"splits": {}}
-    ev = {**result, "splits": {**kept["splits"], **result["splits"]},
-          "adapter_hash": meta["adapter_hash"], "weights": WEIGHTS_FILE}
+    kept = stored_evaluation(d, meta) or {"splits": {}}
+    ev = {**result, "splits": {**kept["splits"], **result["splits"]}, **_evaluation_tag(meta),
+          "weights": WEIGHTS_FILE}
     meta["evaluation"] = ev
     write_json(meta, d / CONFIG_FILE)
     return ev

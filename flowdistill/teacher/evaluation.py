@@ -144,7 +144,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, splits: tuple[str, ...] = ("
 
     d = Path(checkpoint_dir)
     meta = read_config(d)
-    kept = stored_evaluation(d, meta["adapter_hash"])
+    kept = stored_evaluation(d, meta)
     todo = tuple(s for s in splits if force or kept is None or s not in kept["splits"])
     if not todo:
         return kept

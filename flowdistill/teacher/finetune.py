@@ -358,7 +358,7 @@ class TeacherCheckpoint(Checkpoint):
             save_tensors(latest if state.best_state is None else state.best_state, best)
         meta = checkpoint_meta(self.cfg, self.prepared, self.backbone, trainer.model,
                                load_tensors(best), _training_summary(summary))
-        kept = stored_evaluation(self.out, meta["adapter_hash"])  # still about these weights
+        kept = stored_evaluation(self.out, meta)  # still about these weights
         if kept is not None:
             meta["evaluation"] = kept
         write_json(meta, self.out / CONFIG_FILE)
@@ -516,7 +516,7 @@ def final_evaluation(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFin
     """Score the kept weights (``weights.safetensors``, loaded into ``teacher``) on every pair
     of ``cfg.final_eval_splits`` and store the result in teacher.json, unless teacher.json
     already holds that evaluation of these weights."""
-    kept = stored_evaluation(out, meta["adapter_hash"])
+    kept = stored_evaluation(out, meta)
     if kept is not None and set(cfg.final_eval_splits) <= set(kept["splits"]):
         return
     best = out / WEIGHTS_FILE

@@ -66,7 +66,7 @@ def report_row(checkpoint_dir: str | Path, label_roots: Iterable[str | Path] = (
     """The report row of one checkpoint (see the module docstring)."""
     d = Path(checkpoint_dir)
     meta = read_config(d)
-    ev = stored_evaluation(d, meta["adapter_hash"])
+    ev = stored_evaluation(d, meta)
     missing = [s for s in ("val", "test") if ev is None or s not in ev["splits"]]
     if missing:
         raise TeacherReportError(f"{d}: no full-split {'/'.join(missing)} evaluation of its kept "
