@@ -291,7 +291,9 @@ class STTeacher(nn.Module):
                 raise ValueError("this teacher has an ST encoder: pass st_x, tod and dow")
             b, pos = self.positions(ids, self.his_id, self.in_channels)
             enc = self.st_encoder(st_x, tod, dow, node)  # [B, C_in, H]
-            e = e.index_put((b.reshape(-1), pos.reshape(-1)), enc.reshape(-1, e.shape[-1]))
+            # under bf16 autocast the encoder returns bf16 while the embedding rows stay fp32
+            e = e.index_put((b.reshape(-1), pos.reshape(-1)),
+                            enc.reshape(-1, e.shape[-1]).to(e.dtype))
         return e
 
     @staticmethod
