@@ -50,18 +50,23 @@ from .backends import PromptBatch, PromptSource
 from .model import (
     LORA_TARGETS,
     STTeacher,
+    backbone_name,
+    build_scratch,
     build_tiny,
     is_tiny,
+    load_backbone_config,
     load_pretrained,
     prepare_pretrained,
+    resolve_init,
 )
 from .prompts import TEMPLATE_VERSION, PromptBuilder, template_hash
-from .tokenizer import train_word_tokenizer
+from .tokenizer import add_st_tokens, train_word_tokenizer
 
 FORMAT = "flowdistill-teacher"
 FORMAT_VERSION = 1
 CONFIG_FILE = "teacher.json"
 WEIGHTS_FILE = "weights.safetensors"
+PRECISIONS = ("fp32", "bf16")
 
 
 class TeacherCheckpointError(RuntimeError):
@@ -77,9 +82,21 @@ class TeacherFinetuneConfig:
             is handed to :func:`finetune`.
         protocol: protocol overrides (dict of Protocol fields) on the dataset's default.
         dataset_options: loader options.
-        backbone: "tiny", "tiny-10m", "smollm2-135m", or a local dir / hub id.
+        backbone: "tiny", "tiny-10m", "smollm2-135m", or a local Hugging Face causal-LM
+            directory (config.json + weights) / hub id.
+        init: "pretrained" (the backbone's language-pretrained weights) or "scratch" (the same
+            architecture, config and tokenizer with random weights seeded by ``seed``); None
+            means "scratch" for the tiny backbones (they have no pretrained weights;
+            "pretrained" is an error for them) and "pretrained" for the others.
         tuning: "lora" or "full"; None means "full" for the from-scratch backbones (there are no
-            pretrained weights to preserve) and "lora" for pretrained ones.
+            pretrained weights to preserve) and "lora" for pretrained ones. LoRA on a scratch
+            backbone is refused (it would freeze random weights), except on the tiny backbones,
+            which exist to exercise the code paths cheaply.
+        precision: "fp32" or "bf16". bf16 runs the LM's forward and backward under
+            ``torch.autocast(dtype=bfloat16)``, keeps the ST embeddings, the ST encoder's and
+            the head's parameters, the LoRA adapters and (full tuning) the LM's master weights
+            in float32, stores a frozen LM (LoRA) in bfloat16, and computes the head in
+            float32. Meant for CUDA; runs on the CPU too (slowly).
         st_encoder: replace the ``<ST_HIS>`` embeddings with the ST encoder's outputs.
         encoder_node_embedding: give the ST encoder a learned embedding per node (the teacher
             then only serves datasets with the same nodes).
@@ -119,7 +136,9 @@ class TeacherFinetuneConfig:
     protocol: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     backbone: str = "tiny"
+    init: str | None = None
     tuning: str | None = None
+    precision: str = "fp32"
     st_encoder: bool = False
     encoder_node_embedding: bool = False
     encoder_pretrain_epochs: int = 0
@@ -157,6 +176,13 @@ class TeacherFinetuneConfig:
     def __post_init__(self) -> None:
         if self.tuning not in (None, "lora", "full"):
             raise ValueError(f"tuning must be 'lora', 'full' or None, got {self.tuning!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        init = resolve_init(self.backbone, self.init)
+        if init == "scratch" and self.tuning == "lora" and not is_tiny(self.backbone):
+            raise ValueError(f"init='scratch' with tuning='lora' on {self.backbone!r}: LoRA "
+                             f"would freeze random weights; use tuning='full' (the scratch "
+                             f"default)")
         if self.loss not in ("huber", "mae"):
             raise ValueError(f"loss must be 'huber' or 'mae', got {self.loss!r}")
         if self.steps < 0 or self.batch_size < 1:
@@ -166,8 +192,12 @@ class TeacherFinetuneConfig:
         check_device_name(self.device)
 
     @property
+    def resolved_init(self) -> str:
+        return resolve_init(self.backbone, self.init)
+
+    @property
     def resolved_tuning(self) -> str:
-        return self.tuning or ("full" if is_tiny(self.backbone) else "lora")
+        return self.tuning or ("full" if self.resolved_init == "scratch" else "lora")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -227,10 +257,16 @@ def build_teacher(cfg: TeacherFinetuneConfig, prepared: PreparedData,
         lm = build_tiny(cfg.backbone, len(tok), seed=cfg.seed,
                         zero_residual=cfg.zero_init_residual)
         info = {"kind": "tiny", "name": cfg.backbone, "pretrained": False}
+    elif cfg.resolved_init == "scratch":
+        config, tok, info = load_backbone_config(cfg.backbone)
+        add_st_tokens(tok)
+        lm = build_scratch(config, tok, seed=cfg.seed, zero_residual=cfg.zero_init_residual)
+        info["pretrained"] = False
     else:
         lm, tok, info = load_pretrained(cfg.backbone)
         prepare_pretrained(lm, tok)
         info["pretrained"] = True
+    info["init"] = cfg.resolved_init
     teacher = _wrap(lm, tok, cfg, prepared.in_channels, prepared.target_channel_idx,
                     prepared.protocol, prepared.data.steps_per_day, prepared.num_nodes)
     return teacher, info
@@ -304,7 +340,7 @@ def load_teacher(checkpoint_dir: str | Path, which: str = "best",
     Returns:
         ``(teacher in eval mode, the teacher.json dict)``.
     """
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     d = Path(checkpoint_dir)
     meta = read_config(d)
@@ -312,6 +348,10 @@ def load_teacher(checkpoint_dir: str | Path, which: str = "best",
     tok = AutoTokenizer.from_pretrained(d / "tokenizer")
     if meta["backbone"]["kind"] == "tiny":
         lm = LlamaForCausalLM.from_pretrained(d / "base", dtype=torch.float32)
+    elif cfg.resolved_init == "scratch":
+        # the architecture (embeddings already grown) from base/; every LM weight was
+        # fine-tuned and is in the weights file (checked below)
+        lm = build_scratch(AutoConfig.from_pretrained(d / "base"), tok, seed=cfg.seed)
     else:
         lm, _, _ = load_pretrained(cfg.backbone)
         if lm.get_input_embeddings().weight.shape[0] < len(tok):
@@ -320,7 +360,13 @@ def load_teacher(checkpoint_dir: str | Path, which: str = "best",
     teacher = _wrap(lm.float(), tok, cfg, meta["in_channels"], meta["target_channel_idx"],
                     protocol, meta["steps_per_day"], meta["num_nodes"])
     path = d / WEIGHTS_FILE if which == "best" else d / "resume" / WEIGHTS_FILE
-    _load_state(teacher, _load_tensors(path, map_location="cpu"), path)
+    tensors = _load_tensors(path, map_location="cpu")
+    _load_state(teacher, tensors, path)
+    if meta["backbone"]["kind"] != "tiny" and cfg.resolved_init == "scratch":
+        missing = sorted(n for n, _ in teacher.named_parameters() if n not in tensors)
+        if missing:
+            raise TeacherCheckpointError(f"{path}: a scratch teacher's file lacks {missing[:3]} "
+                                         f"(its random initial weights are not stored)")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     return teacher.to(dev).eval(), meta
 
@@ -346,7 +392,9 @@ def info(checkpoint_dir: str | Path) -> dict:
         "checkpoint": str(d),
         "teacher_id": meta["teacher_id"],
         "backbone": meta["backbone"],
+        "init": meta.get("init", TeacherFinetuneConfig.from_dict(meta["config"]).resolved_init),
         "tuning": meta["tuning"],
+        "precision": meta["config"].get("precision", "fp32"),
         "st_encoder": meta["config"]["st_encoder"],
         "parameters": meta["parameters"],
         "adapter_hash": meta["adapter_hash"],
@@ -359,9 +407,21 @@ def info(checkpoint_dir: str | Path) -> dict:
 
 
 def teacher_id(meta_or_cfg: dict) -> str:
+    """``llm:<backbone name>@<init>[+stenc]``, e.g. ``llm:smollm2-135m@pretrained+stenc``,
+    ``llm:smollm2-135m@scratch+stenc``, ``llm:Llama-2-7b-hf@pretrained`` (a local directory:
+    its last path component, :func:`~flowdistill.teacher.model.backbone_name`); ``+stenc``
+    when the teacher has the ST encoder.
+
+    The tiny backbones keep the id they had before ``init`` existed (``llm:tiny``,
+    ``llm:tiny+stenc``, ``llm:tiny-10m``): they are always scratch, and the id is part of the
+    key of every soft-label store made from them and so of the run ids of the students trained
+    on those labels."""
     cfg = meta_or_cfg.get("config", meta_or_cfg)
     enc = "+stenc" if cfg.get("st_encoder") else ""
-    return f"llm:{cfg['backbone']}{enc}"
+    backbone = cfg["backbone"]
+    if is_tiny(backbone):
+        return f"llm:{backbone}{enc}"
+    return f"llm:{backbone_name(backbone)}@{resolve_init(backbone, cfg.get('init'))}{enc}"
 
 
 # ---------------------------------------------------------------- training
@@ -410,7 +470,9 @@ def _meta(cfg: TeacherFinetuneConfig, prepared: PreparedData, backbone: dict,
         "teacher_id": teacher_id(cfg.to_dict()),
         "config": cfg.to_dict(),
         "backbone": backbone,
+        "init": cfg.resolved_init,
         "tuning": cfg.resolved_tuning,
+        "precision": cfg.precision,
         "template_version": TEMPLATE_VERSION,
         "template_hash": template_hash(),
         "dataset_id": prepared.dataset_id,
@@ -772,7 +834,8 @@ def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> P
     initial = None
     if resuming:
         meta = read_config(out)
-        saved = dict(meta["config"])
+        # through the config class: settings added since the checkpoint take their defaults
+        saved = TeacherFinetuneConfig.from_dict(meta["config"]).to_dict()
         now = cfg.to_dict()
         diff = sorted(k for k in now if k not in ("steps", "progress", "resume", "num_threads",
                                                   "output_dir", "eval_every", "save_every",
@@ -792,6 +855,8 @@ def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> P
             if teacher.tuning == "lora":
                 base = teacher.merged_lm()  # identical weights: LoRA B starts at zero
             base.save_pretrained(out / "base", safe_serialization=True)
+        elif cfg.resolved_init == "scratch":  # the architecture only: all weights are tuned
+            teacher.base_lm.config.save_pretrained(out / "base")
         initial = LoopState(extra={"tokens": 0})
         teacher.to(dev)
         if cfg.encoder_pretrain_epochs > 0:

