@@ -135,17 +135,20 @@ def sweep_file(spec: Path) -> Path:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import SweepSpec, run_sweep, sweep_status
+    from .sweep import load_sweeps, run_sweep, sweep_status
 
-    spec = SweepSpec.from_toml(sweep_file(args.spec))
-    if args.status:
-        print(json.dumps(sweep_status(spec, args.records)))
-        return 0
-    res = run_sweep(spec, executor=args.executor, workers=args.workers,
-                    records_dir=args.records, runs_dir=args.runs,
-                    ray_resources={"num_cpus": args.cpus_per_run, "num_gpus": args.gpus_per_run})
-    print(f"sweep {spec.name}: {res.summary()}")
-    return 1 if res.failed else 0
+    failed = False
+    for spec in load_sweeps(sweep_file(args.spec)):  # a file of [[variant]]s: each in turn
+        if args.status:
+            print(json.dumps(sweep_status(spec, args.records)))
+            continue
+        res = run_sweep(spec, executor=args.executor, workers=args.workers,
+                        records_dir=args.records, runs_dir=args.runs,
+                        ray_resources={"num_cpus": args.cpus_per_run,
+                                       "num_gpus": args.gpus_per_run})
+        print(f"sweep {spec.name}: {res.summary()}")
+        failed |= bool(res.failed)
+    return 1 if failed else 0
 
 
 # -------------------------------------------------------------------------- figures

@@ -105,13 +105,13 @@ def awaiting_models(tag: str, full_data: bool) -> dict[str, dict[str, str]]:
     """``{dataset: {model: command}}``: every model the shipped sweeps named in ``tag`` run
     (at 100 % of the training data when ``full_data``), with the command that runs it; tables
     list those without records as awaiting (most of them await a GPU)."""
-    from benchmark.sweep import SweepSpec
+    from benchmark.sweep import load_sweeps
 
     wanted = [t.strip() for t in tag.split(",") if t.strip()]
     specs = {}
     for path in sorted(EXPERIMENTS.glob("*.toml")):
-        spec = SweepSpec.from_toml(path)
-        specs.setdefault(spec.name, (path, spec))
+        for spec in load_sweeps(path):
+            specs.setdefault(spec.name, (path, spec))
     out: dict[str, dict[str, str]] = {}
     for name in wanted:
         if name not in specs:
