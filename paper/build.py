@@ -51,6 +51,7 @@ from .tables import (
     fraction_table,
     headline_table,
 )
+from .teacher_study import teacher_study_table
 
 # one record per run: the newest of identical runs of one sweep, recipe and machine kind (runs
 # of different sweeps, recipes or machines are different rows, never pooled or replaced)
@@ -161,6 +162,7 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
         "headline figure": headline_claim_figure(headline, figures),
         "students vs graph baselines": headline_figure(headline, figures),
         "latency and memory vs N": scaling_figure(rows, figures),
+        "teacher study table": teacher_study_table(runs, tables, digits=cfg.digits),
         "predicted vs true series": series_figure(main, figures, cfg.runs),
     }
 
