@@ -217,3 +217,33 @@ def test_node_embedding_teacher_refuses_another_dataset():
         labeling.check_compatible(meta, prepared)
     labeling.check_compatible({**meta, "dataset_id": "synthetic"}, prepared)
     labeling.check_compatible({**meta, "config": {"encoder_node_embedding": False}}, prepared)
+
+
+@pytest.mark.slow
+def test_smollm2_labels_resume_byte_identical(tmp_path, monkeypatch):
+    """The same kill-and-resume check with SmolLM2-135M (pretrained, two LoRA steps, ST encoder)
+    on a handful of windows, in bf16 autocast as on a GPU (slow: ``pytest -m slow``)."""
+    from flowdistill.teacher.model import smollm2_gguf_path
+
+    try:
+        smollm2_gguf_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    ck = finetune(TeacherFinetuneConfig(
+        dataset="synthetic", dataset_options=OPTS, backbone="smollm2-135m", st_encoder=True,
+        steps=2, batch_size=2, warmup_steps=1, eval_pairs=0, save_every=2, progress=False,
+        output_dir=str(tmp_path / "ck")))
+    kw = dict(max_windows=4, chunk_pairs=3, chunk_windows=1, dtype="bfloat16", batch_size=4,
+              splits=("val",))
+    whole = _label(ck, tmp_path / "whole", **kw)
+    assert whole.metadata["chunks"] == 4 and whole.metadata["label_options"] == {
+        "dtype": "bfloat16"}
+    assert whole.metadata["teacher_id"].startswith("llm:smollm2-135m")
+    _kill_after(monkeypatch, 2)
+    with pytest.raises(Killed):
+        _label(ck, tmp_path / "resumed", **kw)
+    monkeypatch.undo()
+    resumed = _label(ck, tmp_path / "resumed", **kw)
+    assert resumed.metadata["labelling_runs"] == 2
+    assert _bytes(resumed) == _bytes(whole)
+    assert np.isfinite(whole.labels).all()
