@@ -11,11 +11,16 @@ from pathlib import Path
 def cmd_teacher_label(args: argparse.Namespace) -> int:
     from benchmark.cli_args import adhoc_dirs, parse_assignments, spec_from_args
 
+    llm_only = [flag for flag, value in _llm_label_flags(args).items() if value is not None]
     if args.from_model:
         from dataclasses import replace
 
         from .teacher.model_labels import label_from_model
 
+        if llm_only:
+            raise ValueError(f"{', '.join(llm_only)}: options of an LLM teacher's labelling "
+                             f"(--checkpoint DIR); --from-model labels with the trained "
+                             f"forecaster's own evaluation batches")
         args.model = args.from_model
         spec = spec_from_args(args)
         if args.device is not None:
@@ -32,11 +37,45 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
 
         if not args.checkpoint:
             raise ValueError("teacher label needs --from-model NAME or --checkpoint DIR")
-        store = label(args.checkpoint, args.dataset, None, backend=args.backend,
-                      store_root=args.out, device=args.device or "cpu", overwrite=args.force)
+        forecaster_only = [f"--{k}" for k in ("set", "train", "objective", "teacher")
+                           if getattr(args, k)]
+        if forecaster_only:
+            raise ValueError(f"{', '.join(forecaster_only)}: options of a forecaster teacher "
+                             f"(--from-model NAME); an LLM teacher's labelling takes --dtype, "
+                             f"--batch-size, --chunk-windows, --chunk-pairs, --splits, "
+                             f"--max-windows, --input-scaler, --protocol and --fraction")
+        # --protocol / --fraction: overrides on the labelled dataset's default protocol (a
+        # student's protocol); without them the teacher's own protocol on its own dataset
+        overrides = parse_assignments(args.protocol, "--protocol")
+        if args.fraction != 1.0:
+            if overrides.get("train_fraction", args.fraction) != args.fraction:
+                raise ValueError(f"--fraction {args.fraction} contradicts --protocol "
+                                 f"train_fraction={overrides['train_fraction']}")
+            overrides["train_fraction"] = args.fraction
+        options = {k: v for k, v in _llm_label_flags(args, names=True).items() if v is not None}
+        if "splits" in options:
+            options["splits"] = tuple(options["splits"])
+        store = label(args.checkpoint, args.dataset, overrides or None, backend=args.backend,
+                      store_root=args.out, device=args.device or "cpu", overwrite=args.force,
+                      dataset_options=parse_assignments(args.data_option, "--data-option")
+                      or None, **options)
     print(f"soft labels: {store.path}  ({len(store.starts)} windows, "
           f"coverage {store.coverage:.3f})")
     return 0
+
+
+# `teacher label` flags that only an LLM teacher (--checkpoint) takes -> llm_labels.label()
+LLM_LABEL_FLAGS = {"--dtype": "dtype", "--batch-size": "batch_size",
+                   "--chunk-windows": "chunk_windows", "--chunk-pairs": "chunk_pairs",
+                   "--splits": "splits", "--max-windows": "max_windows",
+                   "--input-scaler": "input_scaler"}
+
+
+def _llm_label_flags(args: argparse.Namespace, names: bool = False) -> dict:
+    """The LLM-only flags' values (None where not given), keyed by flag or (``names``) by
+    label()'s argument."""
+    return {(dest if names else flag): getattr(args, dest)
+            for flag, dest in LLM_LABEL_FLAGS.items()}
 
 
 def cmd_teacher_info(args: argparse.Namespace) -> int:
@@ -147,9 +186,27 @@ def add_commands(sub) -> None:
     lab.add_argument("--device", help="where the teacher runs: cpu (default), cuda, cuda:N or "
                      "auto (cuda when available); hf backend for --checkpoint, the training "
                      "device for --from-model")
+    # an LLM teacher's labelling (--checkpoint only; llm_labels.label() arguments)
+    lab.add_argument("--dtype", choices=["float32", "bfloat16"],
+                     help="forward passes in float32 (default) or under bf16 (part of the "
+                     "store's key when bfloat16)")
+    lab.add_argument("--batch-size", type=int, help="prompts per forward pass (hf) or per "
+                     "engine request batch (vllm); default the backend's")
+    lab.add_argument("--chunk-windows", type=int, help="windows per resumable chunk "
+                     "(default 256): an interrupted run resumes after its last whole chunk")
+    lab.add_argument("--chunk-pairs", type=int, help="prompts per backend call (default 8192)")
+    lab.add_argument("--splits", nargs="+", choices=["train", "train_all", "val", "test"],
+                     help="splits whose windows are labelled (default train val test)")
+    lab.add_argument("--max-windows", type=int, help="label only the first this many windows "
+                     "(smoke runs)")
+    lab.add_argument("--input-scaler", choices=["teacher", "target"],
+                     help="scale prompts with the teacher's own scaler (default) or the "
+                     "labelled dataset's (transfer)")
     # the forecaster teacher's run options (same flags as `flowdistill train`); its run is
     # reused when an identical one finished in the runs directory. With --checkpoint,
-    # --dataset defaults to the teacher's own dataset.
+    # --dataset defaults to the teacher's own dataset, --protocol / --fraction override the
+    # labelled dataset's default protocol (without them: the teacher's own protocol) and
+    # --data-option sets its loader options.
     add_run_arguments(lab, model_argument=False)
     lab.set_defaults(func=cmd_teacher_label)
 

@@ -314,3 +314,60 @@ def test_cuda_finetune_and_labels_match_cpu(tmp_path, prepared):
               for dev in ("cuda", "cpu")]
     assert stores[0].metadata["device"].startswith("cuda")
     np.testing.assert_allclose(stores[0].labels, stores[1].labels, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_teacher_label_llm_options(tmp_path, monkeypatch, trained):
+    """`teacher label --checkpoint` passes its labelling flags, --protocol / --fraction and
+    --data-option to label(); flags of the other teacher kind are refused in one line."""
+    from benchmark.cli import main
+    from flowdistill.teacher import llm_labels as labeling
+
+    seen: dict = {}
+
+    class Store:
+        path, starts, coverage = tmp_path, np.zeros(1), 1.0
+
+    monkeypatch.setattr(labeling, "label",
+                        lambda *a, **kw: seen.update(args=a, kw=kw) or Store())
+    base = ["teacher", "label", "--checkpoint", str(trained), "--out", str(tmp_path)]
+    assert main([*base, "--dtype", "bfloat16", "--batch-size", "16", "--chunk-windows", "32",
+                 "--chunk-pairs", "512", "--splits", "val", "test", "--max-windows", "8",
+                 "--input-scaler", "target", "--fraction", "0.25", "--protocol", "horizon=3",
+                 "--data-option", "num_nodes=3"]) == 0
+    kw = seen["kw"]
+    assert (kw["dtype"], kw["batch_size"], kw["chunk_windows"], kw["chunk_pairs"]) == (
+        "bfloat16", 16, 32, 512)
+    assert kw["splits"] == ("val", "test") and kw["max_windows"] == 8
+    assert kw["input_scaler"] == "target" and kw["dataset_options"] == {"num_nodes": 3}
+    assert seen["args"][2] == {"horizon": 3, "train_fraction": 0.25}
+    # without them: label()'s own defaults and the teacher's protocol (None)
+    seen.clear()
+    assert main(base) == 0
+    assert seen["args"][2] is None and seen["kw"]["dataset_options"] is None
+    assert not {"dtype", "batch_size", "chunk_windows", "splits"} & set(seen["kw"])
+    # contradictions and flags of the other teacher kind
+    assert main([*base, "--fraction", "0.5", "--protocol", "train_fraction=0.25"]) == 2
+    assert main([*base, "--train", "epochs=1"]) == 2
+    assert main(["teacher", "label", "--from-model", "ridge", "--dataset", "synthetic",
+                 "--dtype", "bfloat16"]) == 2
+
+
+def test_cli_teacher_label_llm_real_store(tmp_path, trained):
+    """The flags reach a real store: bf16 in the key, the batch size and chunking in the
+    metadata, only the asked-for windows labelled."""
+    from benchmark.cli import main
+    from flowdistill.teacher.label_store import SoftLabelStore
+
+    argv = ["teacher", "label", "--checkpoint", str(trained), "--out", str(tmp_path),
+            "--dataset", "synthetic", "--splits", "test", "--max-windows", "3",
+            "--chunk-windows", "1", "--chunk-pairs", "3", "--batch-size", "2",
+            "--dtype", "bfloat16"]
+    for k, v in OPTS.items():
+        argv += ["--data-option", f"{k}={v}"]
+    assert main(argv) == 0
+    (path,) = [p for p in tmp_path.iterdir() if (p / "meta.json").exists()]
+    store = SoftLabelStore.open(path)
+    md = store.metadata
+    assert md["dtype"] == "bfloat16"
+    assert md["batch_size"] == 2 and md["chunk_windows"] == 1
+    assert len(store.starts) == 3 and store.coverage == 1.0
