@@ -1,0 +1,112 @@
+"""How the trainer runs a model's forward pass: numeric precision and compilation.
+
+Two :class:`~benchmark.trainer.TrainConfig` settings, both off by default (fp32 eager is the
+reference every record so far was made with); a run that sets either names it in its record and
+gets its own run id:
+
+``precision``
+    ``"fp32"`` (default) or ``"bf16"``: the forward pass runs under
+    ``torch.autocast(device_type, dtype=torch.bfloat16)`` (matrix products and convolutions in
+    bfloat16, reductions and pointwise transcendental ops in float32, as autocast's op lists
+    say), and its output is cast back to float32 before the loss, which is computed in original
+    units where bfloat16's 8-bit mantissa would cost whole vehicles per zone. The backward pass
+    follows autocast's casts. Validation and test forwards run the same way, so the metrics are
+    those of the model as it would be served.
+``compile``
+    ``"none"`` (default), ``"torch.compile"`` (``torch.compile(model)``: TorchDynamo capture,
+    Inductor kernels; on a CPU Inductor writes C++ and needs a C++ compiler, ``g++``) or
+    ``"cudagraphs"`` (``torch.compile(model, mode="reduce-overhead")``: Inductor kernels replayed
+    as CUDA graphs, which removes the per-kernel launch cost that dominates small recurrent and
+    many-layer models at batch 64; on a CPU device there are no CUDA graphs and it compiles as
+    ``"torch.compile"`` does). The forward (and through AOTAutograd the backward) is compiled;
+    the loss, the optimiser and the harness stay eager. The model object keeps its parameters
+    and state-dict keys (checkpoints are unchanged); only the trainer calls the compiled module.
+
+Measured on CPU (``python -m perf.speed_tolerance``, results/speed_tolerance/cpu.md): the
+validation MAE of a seeded short run under each option against the fp32 eager run; the
+tolerance the tests hold them to is :data:`VAL_MAE_RTOL`. GPU figures are pending a GPU
+window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("none", "torch.compile", "cudagraphs")
+DEFAULTS = {"precision": "fp32", "compile": "none"}
+
+# Relative difference of the validation MAE of a bf16 / compiled run from the fp32 eager run of
+# the same seeded spec that perf.speed_tolerance measured on CPU (largest over its models),
+# rounded up; tests/test_execution.py holds the options to it.
+VAL_MAE_RTOL = {"bf16": 0.02, "torch.compile": 1e-3, "cudagraphs": 1e-3}
+
+
+def check_execution(precision: str, compile: str) -> None:
+    """Raise ValueError (one line naming the setting and the accepted values) for an unknown
+    ``precision`` or ``compile``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile: expected one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device`` (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def compile_module(model: nn.Module, compile: str) -> Callable:
+    """``model`` compiled as ``compile`` says (``model`` itself for ``"none"``)."""
+    if compile == "none":
+        return model
+    if compile == "torch.compile":
+        return torch.compile(model)
+    return torch.compile(model, mode="reduce-overhead")
+
+
+class ModelRunner:
+    """The model as the trainer calls it: ``runner(batch)`` is the forward pass under the
+    configured precision and compilation, returning float32; every other attribute (the
+    regulariser ``extra_loss()``, ``training``, submodules) is the model's own, so an objective
+    handed a runner in place of the model computes the same loss.
+
+    Args:
+        model: the model (its parameters are the ones trained and saved).
+        precision, compile: see the module docstring.
+        device: the training device (autocast's device type).
+    """
+
+    def __init__(self, model: nn.Module, precision: str, compile: str,
+                 device: torch.device) -> None:
+        check_execution(precision, compile)
+        self.model, self.precision, self.compile = model, precision, compile
+        self.device = device
+        self._forward = compile_module(model, compile)
+        self._graphs = compile == "cudagraphs" and device.type == "cuda"
+
+    def __call__(self, batch) -> torch.Tensor:
+        if self._graphs:  # a new step: outputs of the previous replay may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast_context(self.precision, self.device):
+            out = self._forward(batch)
+        return out.float()
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["model"], name)
+
+
+def model_runner(model: nn.Module, precision: str, compile: str,
+                 device: torch.device) -> nn.Module | ModelRunner:
+    """``model`` itself under the defaults (fp32, no compilation: nothing in between), else a
+    :class:`ModelRunner`."""
+    check_execution(precision, compile)
+    if precision == DEFAULTS["precision"] and compile == DEFAULTS["compile"]:
+        return model
+    return ModelRunner(model, precision, compile, device)
