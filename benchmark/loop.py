@@ -31,7 +31,9 @@ class LoopState:
         best_state: the best weights (CPU tensors, :meth:`Checkpoint.snapshot`) when held in
             memory, else None.
         best_unsaved: ``best_state`` changed since the last checkpoint.
-        running_loss: exponential moving average (0.95) of the step losses in this process.
+        running_loss: exponential moving average (0.95) of the step losses in this process
+            (an epoch-based loop folds an epoch's steps in at the epoch's end, when it reads
+            their losses from the device).
         resumed_from: the epoch (or step) a resumed loop started from; None when fresh.
         stopped_by: "max_epochs", "max_steps", "early_stopping" or "time_budget".
     """

@@ -19,6 +19,15 @@ in:
 
 Forecasters (:meth:`Trainer.fit` with the defaults), and the LLM teacher's ST-encoder
 pre-training and instruction tuning (:mod:`flowdistill.teacher.finetune`) run through it.
+
+On the device, an epoch makes no host round trip per step: the series, time indices and teacher
+labels are uploaded once (:meth:`PreparedData.on_device`) and batches gathered there by index;
+each step's logs stay on the device (:class:`~benchmark.loop.StepLogs`) and are read in one
+transfer at the end of the epoch, where the finiteness check runs over every step (naming the
+first non-finite one); evaluation scores on the device and reads its sums once. The step-based
+loop (the teacher's) still reads each step's loss, which it shows and records per step.
+``precision`` and ``compile`` (:mod:`benchmark.execution`) choose bf16 autocast and compiled
+forwards.
 """
 
 from __future__ import annotations
