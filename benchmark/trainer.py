@@ -206,7 +206,9 @@ class WindowBatches:
         self.teacher, self.max_batches = teacher, max_batches
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
-        self._labels = None
+        # once per run, before the first epoch: every training window's label, on the device
+        self._labels = (prepared.on_device(self.device).labels("train", teacher)
+                        if teacher is not None else None)
 
     def __len__(self) -> int:
         n = self.prepared.num_batches("train", self.batch_size)
@@ -219,8 +221,6 @@ class WindowBatches:
     def _shuffled(self) -> Iterator[Batch]:
         # a generator, so that the permutation is drawn when the epoch starts (as before)
         windows = self.prepared.on_device(self.device)
-        if self.teacher is not None and self._labels is None:
-            self._labels = windows.labels("train", self.teacher)
         perm = self.rng.permutation(len(self.prepared.starts("train")))
         order = torch.from_numpy(perm).to(self.device)
         yield from windows.batches("train", self.batch_size, order, self._labels)
