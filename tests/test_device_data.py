@@ -231,7 +231,8 @@ def test_metric_sums_stay_on_the_device_and_equal_the_cpu_sums():
 
 
 @CUDA
-@pytest.mark.parametrize("model", ["flowdistill", "mlp", "stgcn", "gwnet", "dcrnn", "agcrn"])
+@pytest.mark.parametrize("model", ["flowdistill", "mlp", "stid", "stgcn", "gwnet", "dcrnn",
+                                   "agcrn"])
 def test_training_steps_make_no_host_sync_on_cuda(synthetic_prepared, model):
     """Every step of an epoch under ``torch.cuda.set_sync_debug_mode("error")``: a step that
     reads the device (``.item()``, a tensor in an ``if``, a pageable copy) raises."""
