@@ -15,12 +15,16 @@ gets its own run id:
 ``compile``
     ``"none"`` (default), ``"torch.compile"`` (``torch.compile(model)``: TorchDynamo capture,
     Inductor kernels; on a CPU Inductor writes C++ and needs a C++ compiler, ``g++``) or
-    ``"cudagraphs"`` (``torch.compile(model, mode="reduce-overhead")``: Inductor kernels replayed
-    as CUDA graphs, which removes the per-kernel launch cost that dominates small recurrent and
-    many-layer models at batch 64; on a CPU device there are no CUDA graphs and it compiles as
-    ``"torch.compile"`` does). The forward (and through AOTAutograd the backward) is compiled;
-    the loss, the optimiser and the harness stay eager. The model object keeps its parameters
-    and state-dict keys (checkpoints are unchanged); only the trainer calls the compiled module.
+    ``"cudagraphs"`` (as ``torch.compile(model, mode="reduce-overhead")``: Inductor kernels
+    replayed as CUDA graphs, which removes the per-kernel launch cost that dominates small
+    recurrent and many-layer models at batch 64; on a CPU device there are no CUDA graphs and it
+    compiles as ``"torch.compile"`` does). Random ops keep torch's generator
+    (:func:`compile_module`), so a compiled run differs from the eager run of its seed by
+    rounding, not by other dropout masks. The forward (and through AOTAutograd the backward) is
+    compiled; the loss, the optimiser and the harness stay eager. The model object keeps its
+    parameters and state-dict keys (checkpoints are unchanged); only the trainer calls the
+    compiled module. The first epoch pays the compilation (minutes for the larger models on a
+    CPU), and each new batch shape (the last partial batch, evaluation) compiles again.
 
 Measured on CPU (``python -m perf.speed_tolerance``, results/speed_tolerance/cpu.md): the
 validation MAE of a seeded short run under each option against the fp32 eager run; the
@@ -63,12 +67,20 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
 
 
 def compile_module(model: nn.Module, compile: str) -> Callable:
-    """``model`` compiled as ``compile`` says (``model`` itself for ``"none"``)."""
+    """``model`` compiled as ``compile`` says (``model`` itself for ``"none"``).
+
+    Inductor's options: ``fallback_random`` (random ops, dropout and the student's VIB noise,
+    draw from torch's generator as in eager mode, instead of Inductor's own fused generator: a
+    compiled run sees the masks the fp32 eager run of its seed sees, so it differs from it by
+    rounding only); ``"cudagraphs"`` adds ``triton.cudagraphs``, which is what
+    ``mode="reduce-overhead"`` sets (``torch._inductor.list_mode_options``).
+    """
     if compile == "none":
         return model
-    if compile == "torch.compile":
-        return torch.compile(model)
-    return torch.compile(model, mode="reduce-overhead")
+    options = {"fallback_random": True}
+    if compile == "cudagraphs":
+        options["triton.cudagraphs"] = True
+    return torch.compile(model, options=options)
 
 
 class ModelRunner:
