@@ -280,10 +280,7 @@ class Trainer:
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
-        # what the loop calls for forward passes: the model itself, or (bf16, compiled) a
-        # ModelRunner around it (benchmark.execution)
-        self.runner = model_runner(self.model, self.config.precision, self.config.compile,
-                                   self.device)
+        self._runner: tuple[nn.Module, object] | None = None
         self.prepared = prepared
         self.objective = objective or SupervisedObjective()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -298,6 +295,16 @@ class Trainer:
         self.scheduler = None
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
+
+    @property
+    def runner(self):
+        """What the loop calls for forward passes: the model itself under the defaults, else a
+        :class:`~benchmark.execution.ModelRunner` around it (bf16 autocast, compiled; made once
+        per model)."""
+        if self._runner is None or self._runner[0] is not self.model:
+            self._runner = (self.model, model_runner(self.model, self.config.precision,
+                                                     self.config.compile, self.device))
+        return self._runner[1]
 
     # ------------------------------------------------------------------ training
     def fit(self, initial: LoopState | None = None) -> FitResult:
