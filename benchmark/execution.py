@@ -27,9 +27,9 @@ gets its own run id:
     CPU), and each new batch shape (the last partial batch, evaluation) compiles again.
 
 Measured on CPU (``python -m perf.speed_tolerance``, results/speed_tolerance/cpu.md): the
-validation MAE of a seeded short run under each option against the fp32 eager run; the
-tolerance the tests hold them to is :data:`VAL_MAE_RTOL`. GPU figures are pending a GPU
-window.
+best validation MAE of a seeded short run under each option against the fp32 eager run moved by
+at most 2.6e-3 (bf16) and 4.2e-5 (torch.compile), relative; the tests hold the options to
+:data:`VAL_MAE_RTOL` (1e-2 and 1e-3). GPU figures are pending a GPU window.
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("none", "torch.compile", "cudagraphs")
 DEFAULTS = {"precision": "fp32", "compile": "none"}
 
-# Relative difference of the validation MAE of a bf16 / compiled run from the fp32 eager run of
-# the same seeded spec that perf.speed_tolerance measured on CPU (largest over its models),
-# rounded up; tests/test_execution.py holds the options to it.
-VAL_MAE_RTOL = {"bf16": 0.02, "torch.compile": 1e-3, "cudagraphs": 1e-3}
+# The relative difference of the best validation MAE of a bf16 / compiled run from the fp32
+# eager run of the same seeded spec that an option is held to (tests/test_execution.py).
+# Measured on the 2-core CPU (results/speed_tolerance/cpu.md: mlp and STID, 2 seeds, 3 short
+# epochs on synthetic data): bf16 at most 2.6e-3, torch.compile at most 4.2e-5, against 0.27
+# between two fp32 seeds of the same runs; the tolerances below allow about 4x (bf16) and 20x
+# (compiled) that. "cudagraphs" compiles as torch.compile on a CPU; its GPU figure, and bf16's on
+# a GPU, are pending a GPU window.
+VAL_MAE_RTOL = {"bf16": 1e-2, "torch.compile": 1e-3, "cudagraphs": 1e-3}
 
 
 def check_execution(precision: str, compile: str) -> None:

@@ -85,9 +85,10 @@ def render_markdown(rows: list[dict], summary: dict, meta: dict) -> str:
              "", f"Command: `{meta['command']}`", "",
              f"Machine: {meta['machine']}, {meta['threads']} torch threads. Each run: the "
              f"model's paper recipe, {meta['epochs']} epochs of at most {meta['batches']} "
-             f"training batches at {meta['fraction']:g} of the training period, best "
-             "validation MAE over the epochs (masked, original units). *rel.* = "
-             "|MAE_option - MAE_fp32| / MAE_fp32 for the same model and seed.", "",
+             f"training batches, training fraction {meta['fraction']:g}, best validation "
+             "MAE over the epochs (masked, original units). *rel.* = "
+             "|MAE_option - MAE_fp32| / MAE_fp32 for the same model and seed. torch "
+             f"{meta.get('torch', '?')}.", "",
              "| model | seed | option | val MAE | rel. to fp32 | seconds |",
              "|---|---|---|---|---|---|"]
     ref = {(r["model"], r["seed"]): r["val_mae"] for r in rows if r["option"] == "fp32"}
@@ -104,7 +105,9 @@ def render_markdown(rows: list[dict], summary: dict, meta: dict) -> str:
     lines += ["", "| option | largest rel. difference |", "|---|---|"]
     for option, s in summary.items():
         if s["max_rel"] is not None:
-            lines.append(f"| {option} | {s['max_rel']:.2e} |")
+            name = ("fp32, one seed against another (for scale)" if option == "seed_spread"
+                    else option)
+            lines.append(f"| {name} | {s['max_rel']:.2e} |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="output path without suffix (.json and .md)")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="only render this result file's markdown (to --out.md, else stdout)")
     args = p.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        text = render_markdown(saved["rows"], saved["summary"], saved["meta"])
+        if args.out is not None:
+            atomic_write_text(f"{args.out}.md", text)
+        print(text)
+        return 0
 
     import torch
 
