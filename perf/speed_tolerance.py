@@ -151,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     rows: list[dict] = []
+
+    def save() -> str:  # after every run: a long compile that is killed loses only itself
+        summary = summarise(rows)
+        text = render_markdown(rows, summary, meta)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(f"{args.out}.json", json.dumps(
+                {"meta": meta, "rows": rows, "summary": summary}, indent=1))
+            atomic_write_text(f"{args.out}.md", text)
+        return text
+
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for option in options:
@@ -161,14 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                            "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
-    summary = summarise(rows)
-    text = render_markdown(rows, summary, meta)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(f"{args.out}.json", json.dumps(
-            {"meta": meta, "rows": rows, "summary": summary}, indent=1))
-        atomic_write_text(f"{args.out}.md", text)
-    print(text)
+                save()
+    print(save())
     return 0
 
 
