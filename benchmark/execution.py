@@ -26,10 +26,12 @@ gets its own run id:
     compiled module. The first epoch pays the compilation (minutes for the larger models on a
     CPU), and each new batch shape (the last partial batch, evaluation) compiles again.
 
-Measured on CPU (``python -m perf.speed_tolerance``, results/speed_tolerance/cpu.md): the
-best validation MAE of a seeded short run under each option against the fp32 eager run moved by
-at most 2.6e-3 (bf16) and 4.2e-5 (torch.compile), relative; the tests hold the options to
-:data:`VAL_MAE_RTOL` (1e-2 and 1e-3). GPU figures are pending a GPU window.
+Measured on CPU (``python -m perf.speed_tolerance``, results/speed_tolerance/cpu*.md): the
+best validation MAE of seeded short runs under each option against the fp32 eager run moved by
+at most 9.4e-5 under torch.compile (mlp, STID, STGCN, GWNet) and by at most 2.6e-3 under bf16 for
+mlp, STID and GWNet, relative; the tests hold the options to :data:`VAL_MAE_RTOL` (1e-3 and
+1e-2). bf16 is outside that for STGCN (2.6e-2 to 1.1e-1 over 3 seeds): leave it off there
+(:data:`WITHIN_TOLERANCE`). GPU figures are pending a GPU window.
 """
 
 from __future__ import annotations
@@ -46,12 +48,17 @@ DEFAULTS = {"precision": "fp32", "compile": "none"}
 
 # The relative difference of the best validation MAE of a bf16 / compiled run from the fp32
 # eager run of the same seeded spec that an option is held to (tests/test_execution.py).
-# Measured on the 2-core CPU (results/speed_tolerance/cpu.md: mlp and STID, 2 seeds, 3 short
-# epochs on synthetic data): bf16 at most 2.6e-3, torch.compile at most 4.2e-5, against 0.27
-# between two fp32 seeds of the same runs; the tolerances below allow about 4x (bf16) and 20x
-# (compiled) that. "cudagraphs" compiles as torch.compile on a CPU; its GPU figure, and bf16's on
+# Measured on the 2-core CPU (results/speed_tolerance/cpu*.md: 3 short epochs on synthetic data,
+# where two fp32 seeds of one model differ by 15-27 %): torch.compile at most 9.4e-5 (mlp, STID,
+# STGCN, GWNet); bf16 at most 2.6e-3 for mlp and STID, 4.2e-4 for GWNet, but 2.6e-2 to 1.1e-1 for
+# STGCN (3 seeds). "cudagraphs" compiles as torch.compile on a CPU; its GPU figure, and bf16's on
 # a GPU, are pending a GPU window.
 VAL_MAE_RTOL = {"bf16": 1e-2, "torch.compile": 1e-3, "cudagraphs": 1e-3}
+
+# The models each option was measured within VAL_MAE_RTOL for (CPU, the runs above): turn an
+# option on for these only; the others are unmeasured, or (bf16: STGCN) outside it.
+WITHIN_TOLERANCE = {"bf16": ("mlp", "stid", "gwnet"),
+                    "torch.compile": ("mlp", "stid", "stgcn", "gwnet")}
 
 
 def check_execution(precision: str, compile: str) -> None:

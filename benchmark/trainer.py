@@ -108,11 +108,12 @@ class TrainConfig:
         precision: "fp32" (default, the reference) or "bf16" (the forward pass under bfloat16
             autocast, the loss in float32; :mod:`benchmark.execution`). Measured on CPU: the
             best validation MAE of short seeded runs moved by at most 2.6e-3 relative to fp32's
-            (held to 1e-2, ``benchmark.execution.VAL_MAE_RTOL``); GPU figures pending.
+            for mlp, STID and GWNet (held to 1e-2, ``benchmark.execution.VAL_MAE_RTOL``), by up
+            to 0.11 for STGCN (leave it off there); GPU figures pending.
         compile: "none" (default), "torch.compile" (Inductor; on CPU it needs a C++ compiler)
             or "cudagraphs" (as ``torch.compile(mode="reduce-overhead")``: CUDA graphs on a GPU,
             as "torch.compile" on a CPU); :mod:`benchmark.execution`. Measured on CPU: at most
-            4.2e-5 relative to the eager run's validation MAE (held to 1e-3); GPU figures
+            9.4e-5 relative to the eager run's validation MAE (held to 1e-3); GPU figures
             pending.
 
     ``precision`` and ``compile`` are written into records and run identities only when they
