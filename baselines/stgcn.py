@@ -29,11 +29,10 @@ Deviations (documented choices):
 
 Sparse supports (``sparse_supports``: True, False or "auto", see :mod:`baselines.sparse_graph`):
 the dense path stores the basis ``[Ks, N, N]``; the sparse path stores only L~ (or the eq. 6
-matrix) as a sparse ``[N, N]`` tensor and computes the terms on the features with the Chebyshev
-recurrence T_0 x = x, T_1 x = L~ x, T_k x = 2 L~ T_{k-1} x - T_{k-2} x (Defferrard et al.,
-eq. 4-5, as the authors' code and torch-geometric's ChebConv do), with lambda_max from Lanczos
-iteration. Same terms in the same order, equal to the dense path up to float rounding
-(``tests/test_sparse_graph.py``); parameters unchanged.
+matrix) as a sparse ``[N, N]`` tensor and sums the Chebyshev series on the features (Defferrard
+et al., eq. 4-5) by Clenshaw's recurrence, with lambda_max from Lanczos iteration. Both paths
+project the channels before propagating over the graph (``SpatialConv``), equal to the dense
+path up to float rounding (``tests/test_sparse_graph.py``); parameters unchanged.
 """
 
 from __future__ import annotations
@@ -104,37 +103,60 @@ class TemporalConv(nn.Module):
 
 
 class SpatialConv(nn.Module):
-    """Graph conv sum_k theta_k T_k x (paper eq. 3; Ks = 1 basis = eq. 6 matrix) + residual, ReLU.
+    """Graph conv sum_k T_k x theta_k (paper eq. 3; Ks = 1 basis = eq. 6 matrix) + residual, ReLU.
 
     x: [B, T, N, c_in] -> [B, T, N, c_out]; ``basis``: the model's buffer, either the dense
     basis [Ks, N, N] or a sparse [N, N] operator: L~ when ``chebyshev`` (the Ks terms by the
     recurrence), else the eq. 6 matrix (one term).
+
+    Order of operations: T_k acts on the node axis and theta_k on the channel axis, so
+    ``sum_k T_k (x theta_k)`` equals ``sum_k (T_k x) theta_k`` (associativity); the channels are
+    projected first (c_in = 64 -> c_out = 16 in the paper's blocks), which cuts the graph
+    propagation's work by c_in / c_out, as LargeST's STGCN does. The parameters are unchanged:
+    ``theta`` is a Linear over the Ks * c_in stacked terms, k-major (``theta.weight[:, k * c_in
+    + c]`` multiplies channel c of T_k x). The sparse path sums the series by Clenshaw's
+    recurrence (b_k = z_k + 2 L~ b_{k+1} - b_{k+2}, result z_0 + L~ b_1 - b_2, with
+    z_k = x theta_k), Ks - 1 sparse products at c_out channels. Equal to the propagate-first
+    order up to float rounding (``tests/test_stgcn_order.py``).
     """
 
     def __init__(self, ks: int, c_in: int, c_out: int, chebyshev: bool = True) -> None:
         super().__init__()
-        self.ks, self.chebyshev = ks, chebyshev
+        self.ks, self.chebyshev, self.c_in, self.c_out = ks, chebyshev, c_in, c_out
         self.align = _Align(c_in, c_out)
         self.theta = nn.Linear(ks * c_in, c_out)
 
-    def forward(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        b, t, n, c = x.shape
-        if basis.layout == torch.strided:
-            xk = torch.einsum("knm,btmc->btnkc", basis, x).reshape(b, t, n, -1)
-        else:
-            xk = torch.stack(self._sparse_terms(x, basis), dim=3).reshape(b, t, n, -1)
-        return torch.relu(self.theta(xk) + self.align(x))
+    def projected_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """``z_k = x theta_k`` for every k: [B, T, N, c_in] -> [B, T, Ks, N, c_out] (no bias)."""
+        b, t, n, _ = x.shape
+        w = self.theta.weight.view(self.c_out, self.ks, self.c_in)  # [o, k, c]
+        z = x @ w.permute(2, 1, 0).reshape(self.c_in, self.ks * self.c_out)  # [B, T, N, k*o]
+        return z.view(b, t, n, self.ks, self.c_out).transpose(2, 3)
 
-    def _sparse_terms(self, x: torch.Tensor, op: torch.Tensor) -> list[torch.Tensor]:
-        """[T_0 x, ..., T_{Ks-1} x] (Chebyshev recurrence) or [A^ x] (first order)."""
+    def forward(self, x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        b, t, n, _ = x.shape
+        z = self.projected_terms(x)  # [B, T, Ks, N, c_out]
+        if basis.layout == torch.strided:
+            # sum_k sum_m basis[k, n, m] z[b, t, k, m, o] as one [N, Ks*N] @ [Ks*N, o] product
+            flat = basis.transpose(0, 1).reshape(n, self.ks * n)
+            y = flat @ z.reshape(b, t, self.ks * n, self.c_out)
+        else:
+            y = self._sparse_series(z, basis)
+        return torch.relu(y + self.theta.bias + self.align(x))
+
+    def _sparse_series(self, z: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
+        """``sum_k T_k(L~) z_k`` by Clenshaw's recurrence, or ``A^ z_0`` (first order).
+        z: [B, T, Ks, N, c] -> [B, T, N, c]."""
         if not self.chebyshev:
-            return [layers.node_matmul(op, x, node_dim=2)]
-        terms = [x]
-        if self.ks > 1:
-            terms.append(layers.node_matmul(op, x, node_dim=2))
-        for _ in range(2, self.ks):
-            terms.append(2.0 * layers.node_matmul(op, terms[-1], node_dim=2) - terms[-2])
-        return terms
+            return layers.node_matmul(op, z[:, :, 0], node_dim=2)
+        if self.ks == 1:
+            return z[:, :, 0]
+        b_next = z[:, :, self.ks - 1]
+        b_next2 = torch.zeros_like(b_next)
+        for k in range(self.ks - 2, 0, -1):
+            b_k = z[:, :, k] + 2.0 * layers.node_matmul(op, b_next, node_dim=2) - b_next2
+            b_next, b_next2 = b_k, b_next
+        return z[:, :, 0] + layers.node_matmul(op, b_next, node_dim=2) - b_next2
 
 
 class STConvBlock(nn.Module):

@@ -135,17 +135,32 @@ def sweep_file(spec: Path) -> Path:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import SweepSpec, run_sweep, sweep_status
+    from .sweep import load_sweeps, run_sweep, sweep_status
 
-    spec = SweepSpec.from_toml(sweep_file(args.spec))
-    if args.status:
-        print(json.dumps(sweep_status(spec, args.records)))
-        return 0
-    res = run_sweep(spec, executor=args.executor, workers=args.workers,
-                    records_dir=args.records, runs_dir=args.runs,
-                    ray_resources={"num_cpus": args.cpus_per_run, "num_gpus": args.gpus_per_run})
-    print(f"sweep {spec.name}: {res.summary()}")
-    return 1 if res.failed else 0
+    path = sweep_file(args.spec)
+    specs = load_sweeps(path)  # a file of [[variant]]s: each in turn
+    if args.variant:  # a variant's name, or its sweep's (<name>-<variant>)
+        chosen = []
+        for v in args.variant:
+            hit = [s for s in specs if len(specs) > 1 and (s.name == v
+                                                           or s.name.endswith(f"-{v}"))]
+            if len(hit) != 1:
+                have = ", ".join(s.name for s in specs) if len(specs) > 1 else "none"
+                raise ValueError(f"{path}: no single variant {v!r}; it has {have}")
+            chosen.append(hit[0])
+        specs = chosen
+    failed = False
+    for spec in specs:
+        if args.status:
+            print(json.dumps(sweep_status(spec, args.records)))
+            continue
+        res = run_sweep(spec, executor=args.executor, workers=args.workers,
+                        records_dir=args.records, runs_dir=args.runs,
+                        ray_resources={"num_cpus": args.cpus_per_run,
+                                       "num_gpus": args.gpus_per_run})
+        print(f"sweep {spec.name}: {res.summary()}")
+        failed |= bool(res.failed)
+    return 1 if failed else 0
 
 
 # -------------------------------------------------------------------------- figures
@@ -230,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--records", type=Path)
     sw.add_argument("--runs", type=Path, help="checkpoint directory (default ./runs)")
     sw.add_argument("--status", action="store_true", help="only report progress")
+    sw.add_argument("--variant", action="append", help="of a file with [[variant]] sweeps, "
+                    "run only this one (repeatable; default: every variant in turn)")
     sw.set_defaults(func=cmd_sweep)
 
     for extra in EXTRA_COMMANDS:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .data.windows import PreparedData, prepare
 from .device import resolve_device
 from .efficiency import EfficiencyConfig, measure_efficiency
 from .locks import run_lock
+from .loop import Callback
 from .models import ModelContext, build_model, count_parameters, get_spec, resolve_hparams
 from .objectives import SupervisedObjective
 from .paths import PACKAGE_PARENT, workspace_root
@@ -189,10 +191,16 @@ def check_teacher_matches(teacher, dataset_id: str, protocol: Protocol) -> None:
 
 def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Path | None = None,
                    force: bool = False, command: str = "",
-                   prepared: PreparedData | None = None) -> RunRecord:
+                   prepared: PreparedData | None = None,
+                   callbacks: Iterable[Callback] = ()) -> RunRecord:
     """Train, evaluate and record one run; resume an interrupted run from its last checkpoint.
     A finished run (its record exists) raises :class:`RecordExistsError` unless ``force``;
     :func:`load_trained_model` rebuilds its model with the best weights.
+
+    ``callbacks`` go to the trainer's loop (:class:`~benchmark.loop.Callback`), after its
+    checkpoint layout. An exception a callback raises ends the run where it is: no record is
+    written, and the last checkpoint stays for a later resumption (the campaign parks runs so,
+    :mod:`benchmark.campaign.worker`).
 
     The run holds its exclusive lock (:func:`~benchmark.locks.run_lock`) from the check that it
     is unfinished to the creation of its record, so two processes never train one run: the
@@ -205,7 +213,8 @@ def run_experiment(spec: RunSpec, records_dir: Path | None = None, runs_dir: Pat
         if is_finished(records_dir, run_id) and not force:
             raise RecordExistsError(f"{record_path(records_dir, run_id)}: run already finished "
                                     "(use --force to redo it)")
-        return _execute_locked(spec, run_id, records_dir, runs_dir, force, command, prepared)
+        return _execute_locked(spec, run_id, records_dir, runs_dir, force, command, prepared,
+                               callbacks)
 
 
 def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
@@ -227,7 +236,8 @@ def load_trained_model(spec: RunSpec, prepared: PreparedData | None = None,
 
 
 def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Path, force: bool,
-                    command: str, prepared: PreparedData | None) -> RunRecord:
+                    command: str, prepared: PreparedData | None,
+                    callbacks: Iterable[Callback] = ()) -> RunRecord:
     prepared = prepared or load_prepared(spec)
     protocol = prepared.protocol
     ctx = ModelContext.from_prepared(prepared)
@@ -244,7 +254,7 @@ def _execute_locked(spec: RunSpec, run_id: str, records_dir: Path, runs_dir: Pat
     if force and ckpt_dir.exists():
         for f in ("last.pt", "best.pt"):
             (ckpt_dir / f).unlink(missing_ok=True)
-    trainer = Trainer(model, prepared, spec.train, objective, ckpt_dir)
+    trainer = Trainer(model, prepared, spec.train, objective, ckpt_dir, callbacks=callbacks)
     t0 = time.perf_counter()
     fit = trainer.fit()
     wall = time.perf_counter() - t0

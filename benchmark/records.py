@@ -218,6 +218,31 @@ def records_frame(records: list[RunRecord], split: str = "test") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+# How a run's training ended (:func:`stop_reason`). Converged: the trainer stopped it by early
+# stopping (``patience`` validations without a lower validation score), or it has no training
+# to end (a closed-form fit). Every other end is a cap: "max_epochs" (the epoch limit, which is
+# also how recipes without early stopping end: their source trains a fixed number of epochs),
+# "max_steps", "time_budget". Runs that fail write no record.
+CONVERGED_STOPS = ("early_stopping", "closed_form")
+
+
+def stop_reason(fit: dict | None) -> str:
+    """How the run of a record's ``fit`` ended: ``"closed_form"`` when it trained no epoch
+    (``epochs_run`` 0), else the trainer's ``stopped_by`` (``"early_stopping"``,
+    ``"max_epochs"``, ``"max_steps"``, ``"time_budget"``); ``""`` when not recorded."""
+    fit = fit or {}
+    epochs = fit.get("epochs_run")
+    if epochs is not None and epochs == epochs and int(epochs) == 0:  # NaN: not recorded
+        return "closed_form"
+    stop = fit.get("stopped_by")
+    return "" if stop is None or stop != stop else str(stop)
+
+
+def converged(fit: dict | None) -> bool:
+    """Whether the run of a record's ``fit`` converged (:data:`CONVERGED_STOPS`)."""
+    return stop_reason(fit) in CONVERGED_STOPS
+
+
 def machine_kind(hardware: dict) -> str:
     """What a record's timings and (bitwise) metrics depend on: the GPU's name, or ``cpu``."""
     if (hardware or {}).get("gpu"):

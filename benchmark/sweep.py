@@ -17,6 +17,19 @@ A sweep can be written in Python (:class:`SweepSpec`) or in TOML::
     epochs = 50
     [hparams.stgcn]    # per-model hyperparameters
     dropout = 0.3
+
+A file may hold several sweeps that share most settings (a study's arms, e.g. one per teacher):
+the top level is their common part, and each ``[[variant]]`` table names one sweep and replaces
+the fields it sets (whole fields: a variant's ``train`` replaces the common ``train``). The
+variant's sweep is named ``<name>-<variant name>``. :func:`load_sweeps` reads either kind of
+file::
+
+    name = "teacher-study"
+    models = ["flowdistill", "flowdistill-kd"]
+    fractions = [0.1]
+    [[variant]]
+    name = "A-stid"                                   # sweep teacher-study-A-stid
+    teachers = { nyc_taxi_manhattan = "model:stid" }
 """
 
 from __future__ import annotations
@@ -89,6 +102,9 @@ class SweepSpec:
     def from_dict(cls, d: dict, source: str) -> SweepSpec:
         """The sweep of a TOML table ``d``; errors name ``source`` (the file, and the table
         when the sweep is part of a larger file)."""
+        if "variant" in d:
+            raise ValueError(f"{source}: its [[variant]] tables make it several sweeps; read it "
+                             f"with benchmark.sweep.load_sweeps")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{source}: unknown sweep fields {sorted(unknown)}")
@@ -164,6 +180,43 @@ class SweepSpec:
                 efficiency=EfficiencyConfig() if self.efficiency else None, tag=self.name,
                 recipe=self.recipe))
         return runs
+
+
+def sweeps_from_dict(d: dict, source: str) -> list[SweepSpec]:
+    """The sweeps of a TOML table: one, or one per ``[[variant]]`` (module docstring)."""
+    if "variant" not in d:
+        return [SweepSpec.from_dict(d, source)]
+    variants = d["variant"]
+    common = {k: v for k, v in d.items() if k != "variant"}
+    if not isinstance(variants, list) or not variants or \
+            not all(isinstance(v, dict) for v in variants):
+        raise ValueError(f"{source}: 'variant' must be an array of tables ([[variant]])")
+    if "name" not in common:
+        raise ValueError(f"{source}: a sweep needs 'name' (the prefix of its variants' names)")
+    out, seen = [], set()
+    for i, var in enumerate(variants, 1):
+        vname = var.get("name")
+        where = f"{source} [[variant]] {vname or i}"
+        if not vname or not isinstance(vname, str):
+            raise ValueError(f"{where}: a variant needs a 'name'")
+        if vname in seen:
+            raise ValueError(f"{where}: variant name given twice")
+        if "variant" in var:
+            raise ValueError(f"{where}: variants do not nest")
+        seen.add(vname)
+        merged = {**common, **{k: v for k, v in var.items() if k != "name"},
+                  "name": f"{common['name']}-{vname}"}
+        out.append(SweepSpec.from_dict(merged, where))
+    return out
+
+
+def load_sweeps(path: Path) -> list[SweepSpec]:
+    """The sweeps of a sweep file: one, or one per ``[[variant]]`` (module docstring)."""
+    try:
+        d = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: cannot read sweep spec ({e})") from e
+    return sweeps_from_dict(d, str(path))
 
 
 # "<kind>:<arg>" teacher references -> store paths; methods register their kinds (flowdistill

@@ -3,7 +3,7 @@
 import importlib
 
 # modules that register models with benchmark.models
-for _name in ("models", "teacher.model_labels"):
+for _name in ("models", "teacher.model_labels", "teacher.llm_teacher"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except ModuleNotFoundError as _e:  # not written yet in a partial checkout

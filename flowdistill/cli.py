@@ -52,6 +52,80 @@ def cmd_teacher_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: the value as JSON when it parses (numbers, true/false,
+    lists, objects), else the string."""
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE (a TeacherFinetuneConfig field)")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def cmd_teacher_finetune(args: argparse.Namespace) -> int:
+    from benchmark.device import resolve_device
+
+    from .teacher.finetune import (
+        TeacherFinetuneConfig,
+        announce_resources,
+        finetune,
+        load_prepared,
+    )
+
+    settings = dict(_setting(x) for x in args.set or [])
+    for key in ("dataset", "backbone", "init", "tuning", "precision", "steps", "batch_size",
+                "device"):
+        value = getattr(args, key)
+        if value is not None:
+            if key in settings and settings[key] != value:
+                raise ValueError(f"--{key.replace('_', '-')} {value} contradicts --set "
+                                 f"{key}={settings[key]}")
+            settings[key] = value
+    if args.no_memory_check:
+        settings["memory_check"] = False
+    settings["output_dir"] = str(args.out)
+    cfg = TeacherFinetuneConfig.from_dict(settings)
+    if args.estimate_only:
+        prepared = load_prepared(cfg.dataset, cfg.protocol, cfg.dataset_options)
+        announce_resources(cfg, prepared, resolve_device(cfg.device))
+        return 0
+    ckpt = finetune(cfg)
+    print(f"teacher checkpoint: {ckpt}")
+    return 0
+
+
+def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
+    from .teacher.evaluation import evaluate_checkpoint
+
+    for ckpt in args.checkpoints:
+        ev = evaluate_checkpoint(ckpt, tuple(args.splits), device=args.device,
+                                 batch_size=args.batch_size, progress=not args.quiet,
+                                 force=args.force)
+        for split in args.splits:
+            m = ev["splits"][split]["metrics"]["overall"]
+            print(f"{ckpt}: {split}: MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  "
+                  f"MAPE {m['mape']:.2f} %  ({ev['splits'][split]['pairs']} pairs)")
+    return 0
+
+
+def cmd_teacher_report(args: argparse.Namespace) -> int:
+    from .teacher.model_labels import default_label_root
+    from .teacher.report import write_report
+
+    if args.evaluate:
+        from .teacher.evaluation import evaluate_checkpoint
+
+        for ckpt in args.checkpoints:
+            evaluate_checkpoint(ckpt, ("val", "test"), device=args.device,
+                                batch_size=args.batch_size, progress=True)
+    roots = args.labels if args.labels is not None else [default_label_root()]
+    md, js = write_report(args.checkpoints, args.out, args.name, roots, args.title)
+    print(f"teacher report: {md} and {js}")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .pipeline import reproduce
 
@@ -78,6 +152,58 @@ def add_commands(sub) -> None:
     # --dataset defaults to the teacher's own dataset.
     add_run_arguments(lab, model_argument=False)
     lab.set_defaults(func=cmd_teacher_label)
+
+    ft = tsub.add_parser("finetune", help="fine-tune an LLM teacher into a checkpoint "
+                         "directory (resumes when it holds an unfinished run)")
+    ft.add_argument("--out", type=Path, required=True, help="the checkpoint directory")
+    ft.add_argument("--dataset", help="dataset id (default synthetic)")
+    ft.add_argument("--backbone", help="tiny, tiny-10m, smollm2-135m, or PATH: a local Hugging "
+                    "Face causal-LM directory (config.json, weights, tokenizer), e.g. a 7B "
+                    "model; its parameters, memory and time per step are printed before it "
+                    "is loaded")
+    ft.add_argument("--init", choices=["pretrained", "scratch"],
+                    help="the backbone's pretrained weights (default for non-tiny backbones) "
+                    "or the same architecture from seeded random weights")
+    ft.add_argument("--tuning", choices=["lora", "full"])
+    ft.add_argument("--precision", choices=["fp32", "bf16"])
+    ft.add_argument("--steps", type=int)
+    ft.add_argument("--batch-size", type=int)
+    ft.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    ft.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                    help="any other TeacherFinetuneConfig field (JSON values: st_encoder=true, "
+                    "protocol='{\"train_fraction\": 0.1}')")
+    ft.add_argument("--estimate-only", action="store_true",
+                    help="print the resource estimate and stop (non-tiny backbones)")
+    ft.add_argument("--no-memory-check", action="store_true",
+                    help="start even when the memory estimate exceeds the device's")
+    ft.set_defaults(func=cmd_teacher_finetune)
+
+    ev = tsub.add_parser("evaluate", help="score checkpoints' kept weights on every (window, "
+                         "node) pair of full splits (masked, as students); stored in "
+                         "teacher.json")
+    ev.add_argument("checkpoints", nargs="+", type=Path)
+    ev.add_argument("--splits", nargs="+", default=["val", "test"],
+                    choices=["val", "test", "train", "train_all"])
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    ev.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    ev.add_argument("--force", action="store_true", help="score again splits already stored")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=cmd_teacher_evaluate)
+
+    rp = tsub.add_parser("report", help="the teacher report table (markdown + json) from "
+                         "checkpoints and their label stores")
+    rp.add_argument("checkpoints", nargs="+", type=Path)
+    rp.add_argument("--out", type=Path, default=Path("results/teachers"),
+                    help="output directory (default results/teachers)")
+    rp.add_argument("--name", default="teachers", help="file stem (default teachers)")
+    rp.add_argument("--title", default="LLM teachers")
+    rp.add_argument("--labels", nargs="*", type=Path, help="label store roots searched for "
+                    "labelling throughput (default: $FLOWDISTILL_LABELS or cache/labels)")
+    rp.add_argument("--evaluate", action="store_true",
+                    help="evaluate checkpoints that lack a full-split evaluation first")
+    rp.add_argument("--device", default="cpu", help="device of --evaluate")
+    rp.add_argument("--batch-size", type=int, default=64, help="batch of --evaluate")
+    rp.set_defaults(func=cmd_teacher_report)
 
     inf = tsub.add_parser("info", help="describe a label store or teacher checkpoint")
     inf.add_argument("path")

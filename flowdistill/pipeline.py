@@ -9,8 +9,9 @@ installed; see :mod:`benchmark.paths`), whether checkpoints and labels stay unde
 ``[[steps]]`` in order, each with a ``kind``:
 
 * ``verify-data``: ``datasets`` whose checksums must match;
-* ``sweep``: ``sweep = "<name>"`` (``paper/experiments/<name>.toml``) or an inline
-  ``[steps.sweep]`` table (:class:`~benchmark.sweep.SweepSpec` fields);
+* ``sweep``: ``sweep = "<name>"`` (``paper/experiments/<name>.toml``; a file of
+  ``[[variant]]`` sweeps is one step per variant) or an inline ``[steps.sweep]`` table
+  (:class:`~benchmark.sweep.SweepSpec` fields);
 * ``llm-teacher``: fine-tune the LLM teacher on ``dataset`` into ``checkpoint`` (under the runs
   directory) with ``[steps.finetune]`` (:class:`~flowdistill.teacher.finetune.
   TeacherFinetuneConfig` fields), label with ``[steps.label]`` (keywords of
@@ -38,7 +39,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from benchmark.paths import module_env, workspace_root
-from benchmark.sweep import SweepSpec, run_sweep
+from benchmark.sweep import SweepSpec, run_sweep, sweeps_from_dict
 
 
 def experiments_dir() -> Traversable:
@@ -116,6 +117,7 @@ class Sweep:
 
     sweep: SweepSpec
     toml: str | None = None
+    variant: bool = False  # one of the file's [[variant]] sweeps
 
     @property
     def name(self) -> str:
@@ -124,7 +126,8 @@ class Sweep:
     @property
     def description(self) -> str:
         if self.toml:
-            return f"paper/experiments/{self.toml}.toml"
+            return f"paper/experiments/{self.toml}.toml" + (f" ({self.sweep.name})"
+                                                            if self.variant else "")
         return f"{len(self.sweep.grid())} runs of {', '.join(self.sweep.models)}"
 
     def run(self, ctx: PipelineContext) -> None:
@@ -284,6 +287,14 @@ class ProfileReader:
     def sweep(self, value, where: str) -> tuple[SweepSpec, str | None]:
         """(spec, TOML name): ``"<name>"`` is ``paper/experiments/<name>.toml``; a table is the
         sweep itself."""
+        specs, toml = self.sweeps(value, where)
+        if len(specs) != 1:
+            raise self.fail(where, f"paper/experiments/{toml}.toml holds {len(specs)} sweeps "
+                            f"([[variant]]); name it in a step of kind 'sweep'")
+        return specs[0], toml
+
+    def sweeps(self, value, where: str) -> tuple[list[SweepSpec], str | None]:
+        """Like :meth:`sweep`, for a file that may hold ``[[variant]]`` sweeps."""
         if isinstance(value, str):
             path = experiments_dir() / f"{value}.toml"
             if not path.is_file():
@@ -296,8 +307,16 @@ class ProfileReader:
             except tomllib.TOMLDecodeError as e:
                 raise ValueError(f"paper/experiments/{value}.toml: cannot read sweep ({e})") \
                     from e
-            return SweepSpec.from_dict(d, f"paper/experiments/{value}.toml"), value
-        return SweepSpec.from_dict(self.table(value, where), f"{self.source} [{where}]"), None
+            return sweeps_from_dict(d, f"paper/experiments/{value}.toml"), value
+        return [SweepSpec.from_dict(self.table(value, where), f"{self.source} [{where}]")], None
+
+    def steps(self, d: dict, where: str) -> list[Step]:
+        """The step of table ``d``; a sweep step of a ``[[variant]]`` file is one per variant."""
+        if d.get("kind") == "sweep" and isinstance(d.get("sweep"), str):
+            self.keys(d, where, {"kind", "sweep"}, {"sweep"})
+            specs, toml = self.sweeps(d["sweep"], f"{where}.sweep")
+            return [Sweep(spec, toml, variant=len(specs) > 1) for spec in specs]
+        return [self.step(d, where)]
 
     def step(self, d: dict, where: str) -> Step:
         kind = d.get("kind")
@@ -363,8 +382,9 @@ class ProfileReader:
         return Profile(name=name, description=d.get("description", ""),
                        workers=int(d.get("workers", 1)), out=d.get("out", "results"),
                        self_contained=bool(d.get("self_contained", False)),
-                       steps=[self.step(self.table(s, f"steps[{i}]"), f"steps[{i}]")
-                              for i, s in enumerate(steps)])
+                       steps=[st for i, s in enumerate(steps)
+                              for st in self.steps(self.table(s, f"steps[{i}]"),
+                                                   f"steps[{i}]")])
 
 
 def load_profile(profile: str | Path) -> Profile:

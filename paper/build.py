@@ -51,6 +51,7 @@ from .tables import (
     fraction_table,
     headline_table,
 )
+from .teacher_study import teacher_study_table
 
 # one record per run: the newest of identical runs of one sweep, recipe and machine kind (runs
 # of different sweeps, recipes or machines are different rows, never pooled or replaced)
@@ -105,13 +106,13 @@ def awaiting_models(tag: str, full_data: bool) -> dict[str, dict[str, str]]:
     """``{dataset: {model: command}}``: every model the shipped sweeps named in ``tag`` run
     (at 100 % of the training data when ``full_data``), with the command that runs it; tables
     list those without records as awaiting (most of them await a GPU)."""
-    from benchmark.sweep import SweepSpec
+    from benchmark.sweep import load_sweeps
 
     wanted = [t.strip() for t in tag.split(",") if t.strip()]
     specs = {}
     for path in sorted(EXPERIMENTS.glob("*.toml")):
-        spec = SweepSpec.from_toml(path)
-        specs.setdefault(spec.name, (path, spec))
+        for spec in load_sweeps(path):
+            specs.setdefault(spec.name, (path, spec))
     out: dict[str, dict[str, str]] = {}
     for name in wanted:
         if name not in specs:
@@ -161,6 +162,7 @@ def build(cfg: BuildConfig) -> dict[str, list[Path]]:
         "headline figure": headline_claim_figure(headline, figures),
         "students vs graph baselines": headline_figure(headline, figures),
         "latency and memory vs N": scaling_figure(rows, figures),
+        "teacher study table": teacher_study_table(runs, tables, digits=cfg.digits),
         "predicted vs true series": series_figure(main, figures, cfg.runs),
     }
 

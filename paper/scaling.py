@@ -11,6 +11,12 @@ they are not dropped.
 A model run with sparse graph supports (``supports: "sparse"``) is its own series,
 ``"<model> (sparse)"``, beside the same model with dense supports (``"<model>"``): the column
 ``series``. :func:`stop_reason` says why a series has no value at some N.
+
+Every row keeps its ``source``: the file it came from, or the run id of its record. A source is
+one *session*: one machine's measurements under one load (``perf/scaling.py`` appends to its
+``--out`` file; a record is one run). The table compares two models (their latency and memory
+ratio) only on rows of one session: rows from different sessions were measured under different
+machine loads, and their ratio would mix the two.
 """
 
 from __future__ import annotations
@@ -138,16 +144,50 @@ def _cell(row: pd.Series | None, col: str, digits: int) -> Cell:
 
 
 def _sources(paths: pd.Series, most: int = 6) -> str:
-    names = sorted({Path(p).name for p in paths})
+    names = sorted({source_name(p) for p in paths})
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more + "."
+
+
+def source_name(source: str) -> str:
+    """A row's source as the table names it: the file name, or the record's run id."""
+    return Path(source).name
+
+
+def row_sources(at: pd.DataFrame, series: list[str]) -> str:
+    """Where one table row's cells come from: the source when there is one; else each source
+    with its series, the source of most series last as ``(the rest)``."""
+    by_source: dict[str, list[str]] = {}
+    for m in series:
+        if m in at.index:
+            by_source.setdefault(source_name(at.at[m, "source"]), []).append(m)
+    if len(by_source) <= 1:
+        return next(iter(by_source), "")
+    order = sorted(by_source, key=lambda k: (len(by_source[k]), k))
+    return "; ".join(f"{k} ({', '.join(by_source[k])})" for k in order[:-1]) + \
+        f"; {order[-1]} (the rest)"
+
+
+SESSIONS_DIFFER = "sessions differ"
+
+
+def pair_ratio(a: pd.Series | None, b: pd.Series | None, col: str) -> Cell:
+    """``b[col] / a[col]`` when both rows are ok and come from one session (source); a dash when
+    either has no value; :data:`SESSIONS_DIFFER` when both have one but from two sessions."""
+    if a is None or b is None or not a["status"] == b["status"] == "ok":
+        return Cell()
+    if a["source"] != b["source"]:
+        return Cell(text=SESSIONS_DIFFER)
+    ratio = b[col] / a[col] if a[col] and a[col] > 0 else float("nan")
+    return Cell(mean=ratio if math.isfinite(ratio) else None, digits=1)
 
 
 def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("flowdistill",
                   "gwnet"), stem: str = "scaling") -> list[Path]:
     """Rows = N, columns = latency (median, ms) and inference peak memory (MB) per series (a
-    model, or a model with sparse supports), plus the ``pair[1] / pair[0]`` ratios (how many
-    times slower / larger the graph model is)."""
+    model, or a model with sparse supports), the ``pair[1] / pair[0]`` ratios (how many times
+    slower / larger the graph model is; only between rows of one session, see the module
+    docstring) and the row's sources."""
     if rows.empty:
         print(f"skip {stem}: no scaling rows (results/scaling/*.json or records with num_nodes)")
         return []
@@ -156,6 +196,7 @@ def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("f
     with_ratio = pair[0] in models and pair[1] in models
     if with_ratio:
         groups.append((f"{pair[1]} / {pair[0]}", ["latency", "memory"]))
+    groups.append(("", ["Source"]))
     sections = []
     for device, dg in rows.groupby("device", sort=True):
         sec = Section(f"device: {device}" if device else None)
@@ -166,19 +207,23 @@ def scaling_table(rows: pd.DataFrame, out_dir: Path, pair: tuple[str, str] = ("f
                 r = at.loc[m] if m in at.index else None
                 cells += [_cell(r, "latency_ms_median", 2), _cell(r, "peak_memory_mb_inference", 1)]
             if with_ratio:
-                for c in ("latency_ms_median", "peak_memory_mb_inference"):
-                    a = at.loc[pair[0]] if pair[0] in at.index else None
-                    b = at.loc[pair[1]] if pair[1] in at.index else None
-                    ok = a is not None and b is not None and a["status"] == b["status"] == "ok"
-                    ratio = b[c] / a[c] if ok and a[c] and a[c] > 0 else float("nan")
-                    cells.append(Cell(mean=ratio if math.isfinite(ratio) else None, digits=1))
-            sec.rows.append(cells)
+                a = at.loc[pair[0]] if pair[0] in at.index else None
+                b = at.loc[pair[1]] if pair[1] in at.index else None
+                cells += [pair_ratio(a, b, c)
+                          for c in ("latency_ms_median", "peak_memory_mb_inference")]
+            sec.rows.append(cells + [Cell(text=row_sources(at, models) or "–")])
         sections.append(sec)
     table = Table(caption="Inference latency (median, ms) and peak inference memory (MB) vs the "
                           "number of nodes N", label=f"tab:{stem}", row_header=["N"],
                   column_groups=groups, sections=sections,
                   note="OOM: ran out of memory; timeout: ran out of time; dense: not attempted "
                        "with sparse supports, the model's graph is dense by design; error: "
-                       "failed for another reason. (sparse): sparse graph supports. Sources: "
-                       + _sources(rows["source"]))
+                       "failed for another reason. (sparse): sparse graph supports. Ratios "
+                       f"{pair[1]} / {pair[0]} only between rows of one session (one file of "
+                       "perf/scaling.py rows, or one record): \"" + SESSIONS_DIFFER + "\" where "
+                       "the two come from different sessions, measured under different machine "
+                       "loads. Source: where the row's cells come from (per file, its series; "
+                       "when two files measured a series at one N, the later file in name order "
+                       "is shown). "
+                       "Sources: " + _sources(rows["source"]))
     return write_tables([table], out_dir, stem, "Scaling with the number of nodes")

@@ -3,7 +3,9 @@
 Each function takes the frame and an output directory, writes ``<name>.md`` and ``<name>.tex``
 and returns their paths; with no suitable records it prints why and returns ``[]``. Numbers are
 means over seeds with the sample standard deviation (``mean ± std``; the mean alone for one
-seed); the lowest error per column and section is bold.
+seed); the lowest error per column and section is bold. The accuracy tables (main, ablation,
+training fraction, headline) give per row how many seeds (runs) it has, how many of them
+converged (:data:`CONVERGED_NOTE`) and how each stopped, each in its own column.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.records import aggregate
+from benchmark.records import aggregate, converged, stop_reason
 
 from .frame import (
     AVG,
@@ -82,7 +84,15 @@ def _protocol_text(g: pd.DataFrame) -> str:
 ROW_KEYS = UNPOOLED_KEYS
 
 STOP_LABELS = {"early_stopping": "early stop", "max_epochs": "epoch limit",
-               "time_budget": "time cap", "closed_form": "closed form"}
+               "time_budget": "time cap", "max_steps": "step limit", "closed_form": "closed form"}
+
+# The legend of the Converged column (benchmark.records.CONVERGED_STOPS).
+CONVERGED_NOTE = ("Converged: runs whose training the trainer ended by early stopping (its "
+                  "patience of validations without a lower validation MAE) or that have none to "
+                  "end (a closed-form fit); the rest stopped at a cap: the epoch limit (also how "
+                  "recipes without early stopping end, their source training a fixed number of "
+                  "epochs) or the time budget. Failed runs leave no record and count nowhere "
+                  "('flowdistill campaign status' lists them). Stopped: how each run ended.")
 
 
 def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, ...]]:
@@ -91,19 +101,17 @@ def _row_keys(g: pd.DataFrame, order=model_sort_key) -> list[tuple[str, ...]]:
     return sorted(keys, key=lambda k: (order(k[0]),) + tuple(k[1:]))
 
 
+def _fit_of(r: pd.Series) -> dict:
+    """The frame row's fit fields, as :func:`benchmark.records.stop_reason` reads a record's."""
+    return {"epochs_run": r.get("epochs_run"), "stopped_by": r.get("stopped_by")}
+
+
 def stop_summary(rows: pd.DataFrame) -> str:
     """How a row's runs ended, e.g. ``"early stop 2, time cap 1"``: a capped or unconverged
     cell says so (``fit.stopped_by``; closed-form fits have no epochs)."""
     if rows.empty:
         return ""
-    reasons = []
-    for _, r in rows.iterrows():
-        epochs = r.get("epochs_run")
-        if epochs is not None and not pd.isna(epochs) and int(epochs) == 0:
-            reasons.append("closed_form")
-        else:
-            stop = r.get("stopped_by")
-            reasons.append("" if stop is None or pd.isna(stop) else str(stop))
+    reasons = [stop_reason(_fit_of(r)) for _, r in rows.iterrows()]
     counts = pd.Series(reasons).value_counts()
     return ", ".join(f"{STOP_LABELS.get(k, k or 'unrecorded')} {n}"
                      for k, n in counts.items())
@@ -151,8 +159,9 @@ def _metric_section(g: pd.DataFrame, title: str | None, keys: list[str], channel
                     metrics: tuple[str, ...], digits: int, labels,
                     order=model_sort_key, awaiting: dict[str, str] | None = None) -> Section:
     """Rows (one per model, teacher, sweep and machine kind: never pooled) of ``metric@key``
-    means over seeds, a seed count and how the runs stopped; then one row per model in
-    ``awaiting`` (model -> the command that would run it) with no records, saying so."""
+    means over seeds, the seeds, how many converged and how the runs stopped; then one row per
+    model in ``awaiting`` (model -> the command that would run it) with no records, saying
+    so."""
     cols = [metric_column(m, k, channel) for k in keys for m in metrics]
     present = tuple(c for c in cols if c in g.columns)
     gk = with_unpooled_keys(g)
@@ -163,21 +172,24 @@ def _metric_section(g: pd.DataFrame, title: str | None, keys: list[str], channel
         row = hit.iloc[0] if len(hit) else None
         cells = labels(key) + _value_cells(row, cols, digits)
         seeds = int(row["seeds"]) if row is not None else 0
-        sec.rows.append(cells + [Cell(text=str(seeds)), Cell(text=stop_summary(rows_of(gk, key))
-                                                              or "–")])
+        mine = rows_of(gk, key)
+        sec.rows.append(cells + [Cell(text=str(seeds)), Cell(text=str(converged_count(mine))),
+                                 Cell(text=stop_summary(mine) or "–")])
     n_labels = len(labels(("",) * len(ROW_KEYS)))
     mark_best(sec, n_labels, list(range(len(cols))))
     have = set(gk["model"]) if not gk.empty else set()
     for model in sorted(set(awaiting or {}) - have, key=order):
         sec.rows.append(labels((model,) + ("",) * (len(ROW_KEYS) - 1))
                         + [Cell(digits=digits) for _ in cols]
-                        + [Cell(text="0"), Cell(text=f"awaits: {awaiting[model]}")])
+                        + [Cell(text="0"), Cell(text="0"),
+                           Cell(text=f"awaits: {awaiting[model]}")])
     return sec
 
 
 def _metric_groups(keys: list[str], metrics: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     names = [METRIC_LABELS.get(m, m) for m in metrics]
-    return ([("Avg." if k == AVG else k, names) for k in keys] + [("", ["Seeds", "Stopped"])])
+    return ([("Avg." if k == AVG else k, names) for k in keys]
+            + [("", ["Seeds", "Converged", "Stopped"])])
 
 
 def _mask_text(g: pd.DataFrame) -> str:
@@ -216,8 +228,7 @@ def accuracy_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
             column_groups=_metric_groups(keys, metrics), sections=sections,
             note="@h: error at horizon step h; Avg.: mean of the per-step errors. "
-                 "Stopped: how the runs ended (a time cap or epoch limit means the cell may "
-                 "not be converged); awaits: no record yet, and the command that makes it. "
+                 + CONVERGED_NOTE + " awaits: no record yet, and the command that makes it. "
                  "Bold: lowest mean per column."))
     return write_tables(tables, out_dir, stem, "Forecasting accuracy")
 
@@ -245,7 +256,8 @@ def ablation_table(frame: pd.DataFrame, out_dir: Path, metrics: tuple[str, ...] 
                     f"{_mask_text(g)})",
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}",
             row_header=["Variant", "Teacher"], column_groups=_metric_groups(keys, metrics),
-            sections=sections, note=variants + ". Bold: lowest mean per column."))
+            sections=sections, note=variants + ". " + CONVERGED_NOTE
+            + " Bold: lowest mean per column."))
     return write_tables(tables, out_dir, stem, title)
 
 
@@ -272,7 +284,9 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
             for f in fracs:
                 hit = mine_agg[mine_agg.train_fraction == f]
                 cells += _value_cells(hit.iloc[0] if len(hit) else None, [col], digits)
-            sec.rows.append(cells + [Cell(text=stop_summary(mine) or "–")])
+            sec.rows.append(cells + [Cell(text=str(len(mine))),
+                                     Cell(text=str(converged_count(mine))),
+                                     Cell(text=stop_summary(mine) or "–")])
         if not sec.rows:
             continue
         mark_best(sec, 1)
@@ -281,10 +295,12 @@ def fraction_table(frame: pd.DataFrame, out_dir: Path, metric: str = "mae", key:
         tables.append(Table(
             caption=f"{dataset}{suffix}: test {what} vs share of the training data",
             label=f"tab:{stem}-{table_label(dataset, phash, suffix)}", row_header=["Model"],
-            column_groups=[("Training data", [f"{f:.0%}" for f in fracs]), ("", ["Stopped"])],
+            column_groups=[("Training data", [f"{f:.0%}" for f in fracs]),
+                           ("", ["Runs", "Converged", "Stopped"])],
             sections=[sec],
             note="Mean ± std over seeds; the most recent share of the training period; "
-                 f"{_mask_text(g)}. Stopped: how the runs ended. Bold: lowest mean per column."))
+                 f"{_mask_text(g)}. Runs: the row's runs over all shares (seeds x shares). "
+                 + CONVERGED_NOTE + " Bold: lowest mean per column."))
     if not tables:
         return _skip(stem, "no dataset has records at two or more training fractions")
     return write_tables(tables, out_dir, stem, "Error vs training data")
@@ -376,12 +392,9 @@ def headline_frame(frame: pd.DataFrame, student_tag: str = HEADLINE_TAGS[0],
 
 
 def converged_count(rows: pd.DataFrame) -> int:
-    """Runs that ended by early stopping or a closed-form fit (not an epoch limit or cap)."""
-    if rows.empty:
-        return 0
-    epochs = rows.get("epochs_run", pd.Series(index=rows.index, dtype=float))
-    stop = rows.get("stopped_by", pd.Series(index=rows.index, dtype=object))
-    return int(((stop == "early_stopping") | (epochs.fillna(-1) == 0)).sum())
+    """Runs that converged (:func:`benchmark.records.converged`: early stopping or a
+    closed-form fit, not a cap)."""
+    return sum(converged(_fit_of(r)) for _, r in rows.iterrows())
 
 
 def headline_table(frame: pd.DataFrame, out_dir: Path, awaiting: dict[str, dict[str, str]]
@@ -452,8 +465,8 @@ def headline_table(frame: pd.DataFrame, out_dir: Path, awaiting: dict[str, dict[
             sections=[sec],
             note=f"Mean ± std over seeds. FlowDistill: sweep {HEADLINE_TAGS[0]} (the most recent "
                  f"10 % of the training period, its teacher trained on all of it); STGCN, GWNet: "
-                 f"sweep {HEADLINE_TAGS[1]}; each model with its own recipe. Converged: runs "
-                 "ended by early stopping. Last column: FlowDistill's mean MAE relative to the "
+                 f"sweep {HEADLINE_TAGS[1]}; each model with its own recipe. "
+                 + CONVERGED_NOTE + " Last column: FlowDistill's mean MAE relative to the "
                  "row's (negative: FlowDistill is better). awaits: no record yet, and the command "
                  "that makes it. Bold: lowest mean per column."))
     return write_tables(tables, out_dir, stem, "Headline: FlowDistill at 10 % vs STGCN and GWNet "

@@ -122,6 +122,13 @@ def test_shipped_campaign_is_the_issues_priority_list():
     from benchmark.models import registry
 
     spec = CampaignSpec.from_toml(REPO / "paper" / "experiments" / "campaigns" / "gpu.toml")
+    # issue 14's teacher study comes right after the taxi main table (one step per arm)
+    study = [s.sweep.name for s in spec.steps if s.sweep.name.startswith("teacher-study-")]
+    assert study and [s.sweep.name for s in spec.steps[1:1 + len(study)]] == study
+    for s in spec.steps[1:1 + len(study)]:
+        assert s.sweep.recipe == "paper" and "time_budget_s" not in s.sweep.train
+        assert s.sweep.fractions == [0.1] and len(s.sweep.seeds) == 3, s.label()
+    spec.steps = [s for s in spec.steps if not s.sweep.name.startswith("teacher-study-")]
     steps = [(s.sweep.name, tuple(s.sweep.datasets)) for s in spec.steps]
     assert steps[:4] == [("main", ("nyc_taxi_manhattan",)), ("headline", ("nyc_taxi_manhattan",)),
                          ("fraction", ("nyc_taxi_manhattan",)),

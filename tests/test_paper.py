@@ -141,7 +141,8 @@ def test_accuracy_table_means_stds_and_bold_best(built):
     assert "**inflow**" in md and "**1.60 ± 0.14**" in md and "**2.60 ± 0.14**" in md
     assert "| Model | @3 MAE | @3 RMSE | @3 MAPE (%) |" in md
     lines = [ln for ln in md.splitlines() if ln.startswith("| flowdistill |")]
-    assert len(lines) == 3 and lines[0].endswith("| 2 | unrecorded 2 |")  # seeds, stop
+    # seeds, converged (the fits record no stop: none counts), how they stopped
+    assert len(lines) == 3 and lines[0].endswith("| 2 | 0 | unrecorded 2 |")
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\cmidrule(lr){2-4}" in tex
     assert "\\textbf{2.10 $\\pm$ 0.14}" in tex and "3.50 $\\pm$ 0.71" in tex
     assert "toy\\_city" in tex and "MAPE (\\%)" in tex
@@ -182,6 +183,32 @@ def test_scaling_table_and_figure_keep_oom(built):
     assert "| 5,000 | OOM | OOM | 2.00 | 100.0 | – | – |" in md
     for ext in ("png", "pdf"):
         assert (built.figures / f"scaling.{ext}").is_file()
+
+
+def test_scaling_ratios_only_within_one_session(paper, tmp_path):
+    """The gwnet / flowdistill ratio pairs rows of one file (session) only: at N = 69 the shown
+    flowdistill row is the later file's (b.json) and gwnet's the earlier one's (a.json), so the
+    ratio says the sessions differ; at N = 1,000 both come from b.json: 12 / 3 = 4.0 and
+    60 / 20 = 3.0. Each row names its sources."""
+    def row(model, n, ms, mb):
+        return {"model": model, "num_nodes": n, "status": "ok", "device": "cpu",
+                "latency_ms_median": ms, "peak_memory_mb_inference": mb}
+
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "a.json").write_text(json.dumps(
+        [row("flowdistill", 69, 1.0, 10.0), row("gwnet", 69, 4.0, 50.0)]))
+    (tmp_path / "rows" / "b.json").write_text(json.dumps(
+        {"rows": [row("flowdistill", 69, 2.0, 11.0), row("flowdistill", 1000, 3.0, 20.0),
+                  row("gwnet", 1000, 12.0, 60.0)]}))
+    rows = paper.scaling.load_scaling(tmp_path / "rows")
+    paper.scaling.scaling_table(rows, tmp_path / "out")
+    md = (tmp_path / "out" / "scaling.md").read_text()
+    assert "| N | gwnet ms | gwnet MB | flowdistill ms | flowdistill MB | gwnet / flowdistill " \
+           "latency | gwnet / flowdistill memory | Source |" in md
+    assert "| 69 | 4.00 | 50.0 | 2.00 | 11.0 | sessions differ | sessions differ | " \
+           "a.json (gwnet); b.json (the rest) |" in md
+    assert "| 1,000 | 12.00 | 60.0 | 3.00 | 20.0 | 4.0 | 3.0 | b.json |" in md
+    assert "sessions differ\" where the two come from different sessions" in md
 
 
 def test_horizon_and_series_figures(built):
@@ -295,6 +322,60 @@ def test_tables_never_pool_sweeps_or_machines_and_name_missing_cells(paper, tmp_
     assert "4.00" not in md  # the two rows were not averaged
     assert "time cap 1" in md and "early stop 1" in md
     assert "| gwnet |" in md and f"awaits: {cmd}" in md
+
+
+def _stopped(r: RunRecord, stop: str, epochs: int = 3) -> RunRecord:
+    r.fit = {**r.fit, "stopped_by": stop, "epochs_run": epochs}
+    return r
+
+
+def test_converged_is_its_own_column_in_every_accuracy_table(paper, tmp_path):
+    """Per row, Seeds, Converged (early stopping or a closed-form fit) and Stopped (each
+    reason), in the main, ablation, training-fraction and headline tables alike."""
+    recs = [_stopped(_record("stgcn", 3.0, 0), "early_stopping"),
+            _stopped(_record("stgcn", 3.2, 1), "time_budget"),
+            _stopped(_record("stgcn", 3.4, 2), "max_epochs"),
+            _stopped(_record("ha-slot", 5.0, 0), "max_epochs", epochs=0),  # closed form
+            _stopped(_record("flowdistill", 2.0, 0, tag="ablation"), "early_stopping"),
+            _stopped(_record("flowdistill", 2.2, 1, tag="ablation"), "early_stopping"),
+            _stopped(_record("flowdistill-noib", 2.5, 0, tag="ablation"), "max_steps"),
+            _stopped(_record("stid", 4.0, 0, 0.1, tag="fraction"), "early_stopping"),
+            _stopped(_record("stid", 3.5, 0, 1.0, tag="fraction"), "time_budget"),
+            _stopped(_record("stid", 3.6, 1, 1.0, tag="fraction"), "early_stopping")]
+    frame = paper.frame.records_to_frame(recs)
+    main = frame[frame["tag"] == "main"]
+    paper.tables.accuracy_table(main, tmp_path)
+    md = (tmp_path / "accuracy.md").read_text()
+    assert "| Seeds | Converged | Stopped |" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| stgcn |"))
+    seeds, conv, stopped = row.rstrip(" |").split(" | ")[-3:]
+    assert (seeds, conv) == ("3", "1")
+    assert sorted(stopped.split(", ")) == ["early stop 1", "epoch limit 1", "time cap 1"]
+    assert next(ln for ln in md.splitlines() if ln.startswith("| ha-slot |")).endswith(
+        "| 1 | 1 | closed form 1 |")
+    assert "Converged: runs whose training the trainer ended by early stopping" in md
+    assert "Failed runs leave no record" in md
+
+    paper.tables.ablation_table(frame[frame["tag"] == "ablation"], tmp_path)
+    md = (tmp_path / "ablation.md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| flowdistill")]
+    assert rows[0].endswith("| 2 | 2 | early stop 2 |")
+    assert rows[1].startswith("| flowdistill-noib |") and rows[1].endswith(
+        "| 1 | 0 | step limit 1 |")
+
+    paper.tables.fraction_table(frame[frame["tag"] == "fraction"], tmp_path)
+    md = (tmp_path / "fraction.md").read_text()
+    assert "| Model | Training data 10% | Training data 100% | Runs | Converged | Stopped |" in md
+    assert "| stid | 4.00 | 3.55 ± 0.07 | 3 | 2 | early stop 2, time cap 1 |" in md
+    assert "Runs: the row's runs over all shares" in md
+
+    heads = [_stopped(_record("flowdistill", 2.0, s, 0.1, tag="headline"), stop)
+             for s, stop in enumerate(("early_stopping", "time_budget"))]
+    paper.tables.headline_table(paper.frame.records_to_frame(heads), tmp_path)
+    md = (tmp_path / "headline.md").read_text()
+    assert "| FlowDistill, 10 % | 2.00 ± 0.00 | 3.00 ± 0.00 | 20.00 ± 0.00 | 2 | 1 | " \
+           "early stop 1, time cap 1 | – |" in md
+    assert "Converged: runs whose training" in md
 
 
 def test_awaiting_models_come_from_the_shipped_sweeps(paper):

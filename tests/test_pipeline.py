@@ -13,7 +13,7 @@ import pytest
 from benchmark import paths
 from benchmark.cli import main
 from benchmark.experiment import REPO_ROOT
-from benchmark.sweep import SweepSpec
+from benchmark.sweep import SweepSpec, load_sweeps
 from flowdistill import pipeline
 from flowdistill.pipeline import (
     FIGURE_TAGS,
@@ -43,13 +43,25 @@ def test_shipped_profiles_load_into_their_steps():
     assert llm.label == {"splits": ("train",), "protocol": {"train_fraction": 0.1}}
     paper = load_profile("paper")
     named = [s.name for s in paper.steps if isinstance(s, Sweep)]
-    # every sweep TOML the paper profile names is the shipped file, read as such
+    # every sweep TOML the paper profile names is the shipped file, read as such (a file of
+    # [[variant]] sweeps, the teacher study, as one step per variant in the file's order)
+    study = load_sweeps(REPO_ROOT / "paper" / "experiments" / "teacher_study.toml")
     for step in paper.steps:
-        if isinstance(step, Sweep):
+        if isinstance(step, Sweep) and step.toml != "teacher_study":
             path = REPO_ROOT / "paper" / "experiments" / f"{step.toml}.toml"
             assert step.sweep == SweepSpec.from_toml(path)
+    assert [s.sweep for s in paper.steps if isinstance(s, Sweep)
+            and s.toml == "teacher_study"] == study
     assert named == ["sweep:foundation", "sweep:baselines_taxi", "sweep:stgcn_pems",
-                     "sweep:student_taxi", "sweep:main", "sweep:fraction", "sweep:ablation"]
+                     "sweep:student_taxi", "sweep:main", *["sweep:teacher_study"] * len(study),
+                     "sweep:fraction", "sweep:ablation"]
+    # the paper's LLM teacher: SmolLM2-135M pretrained + LoRA in bf16 on the GPU, labels for
+    # every training window
+    llm = next(s for s in paper.steps if isinstance(s, LLMTeacher))
+    assert {k: llm.finetune[k] for k in ("backbone", "init", "tuning", "precision", "device")} \
+        == {"backbone": "smollm2-135m", "init": "pretrained", "tuning": "lora",
+            "precision": "bf16", "device": "auto"}
+    assert llm.label["splits"] == ("train_all",) and llm.label["dtype"] == "bfloat16"
 
 
 def test_figure_tags_are_paper_builds_tag_flags():

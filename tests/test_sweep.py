@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.sweep import SweepSpec, run_sweep, sweep_status
+from benchmark.sweep import SweepSpec, load_sweeps, run_sweep, sweep_status
 
 TOML = """
 name = "t"
@@ -50,14 +50,15 @@ def test_paper_experiments_are_valid_sweeps(path):
     from benchmark.models import registry
     from benchmark.sweep import _uses_teacher
 
-    spec = SweepSpec.from_toml(path)
-    runs = spec.expand()
-    assert runs and len({r.run_id() for r in runs}) == len(runs)
-    assert set(spec.models) <= set(registry()), path.name
-    assert set(spec.datasets) <= set(dataset_ids()), path.name
-    for r in runs:  # distilling models always have a teacher reference
-        assert r.teacher or not _uses_teacher(r.model), (path.name, r.model)
-        assert r.teacher is None or r.teacher.startswith("model:"), (path.name, r.teacher)
+    for spec in load_sweeps(path):  # one, or one per [[variant]]
+        runs = spec.expand()
+        assert runs and len({r.run_id() for r in runs}) == len(runs)
+        assert set(spec.models) <= set(registry()), path.name
+        assert set(spec.datasets) <= set(dataset_ids()), path.name
+        for r in runs:  # distilling models always have a teacher reference
+            assert r.teacher or not _uses_teacher(r.model), (path.name, r.model)
+            assert r.teacher is None or r.teacher.startswith(("model:", "llm:")), \
+                (path.name, r.teacher)
 
 
 def test_finished_runs_are_skipped(tmp_path):

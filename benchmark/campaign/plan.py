@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..experiment import RunSpec
 from ..records import is_finished
-from ..sweep import SweepSpec, resolve_teachers, uses_teacher
+from ..sweep import SweepSpec, load_sweeps, resolve_teachers, uses_teacher
 
 STEP_KEYS = {"sweep", "note", "datasets", "models", "fractions", "seeds"}
 RUN, TEACHER = "run", "teacher"
@@ -81,11 +81,13 @@ class CampaignSpec:
             if file not in sweeps:
                 if not file.is_file():
                     raise ValueError(f"{where}: sweep file {file} not found")
-                sweeps[file] = SweepSpec.from_toml(file)
-            sub = sweeps[file].subset(source=where, **{k: raw.get(k) for k in
-                                                       ("datasets", "models", "fractions",
-                                                        "seeds")})
-            steps.append(Step(file=file, sweep=sub, note=str(raw.get("note", ""))))
+                sweeps[file] = load_sweeps(file)
+            # a file of [[variant]] sweeps is one step per variant, in the file's order
+            for sweep in sweeps[file]:
+                sub = sweep.subset(source=where, **{k: raw.get(k) for k in
+                                                    ("datasets", "models", "fractions",
+                                                     "seeds")})
+                steps.append(Step(file=file, sweep=sub, note=str(raw.get("note", ""))))
         return cls(name=str(d.get("name", path.stem)), steps=steps, path=path)
 
 

@@ -9,18 +9,15 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from ..records import RunRecord, record_path
+from ..records import CONVERGED_STOPS as CONVERGED
+from ..records import RunRecord, record_path, stop_reason
 from .plan import RUN, CampaignSpec, Queue
-
-CONVERGED = ("early_stopping", "closed_form")
 
 
 def stopped_by(rec: RunRecord) -> str:
-    """``closed_form`` for fits without epochs, else the trainer's ``fit.stopped_by``."""
-    fit = rec.fit or {}
-    if int(fit.get("epochs_run", -1)) == 0:
-        return "closed_form"
-    return str(fit.get("stopped_by") or "unrecorded")
+    """``closed_form`` for fits without epochs, else the trainer's ``fit.stopped_by``
+    (:func:`benchmark.records.stop_reason`); ``unrecorded`` when the record has neither."""
+    return stop_reason(rec.fit) or "unrecorded"
 
 
 def log_seconds(log_lines: list[str]) -> dict[str, dict[str, float]]:

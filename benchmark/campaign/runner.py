@@ -8,13 +8,17 @@ comes.
   machine while it ran (``mean_concurrent``).
 * **Deadline.** Nothing starts after ``stop_at`` = the deadline less a reserve (``margin_s``,
   the SIGTERM grace and twice the longest snapshot so far), nor when the time left is less than
-  the job's model needed to reach its first checkpoint earlier in this window (times
-  ``safety``; ``min_start_s`` when unknown). A running run is watched through its ``last.pt``,
-  which the trainer replaces atomically after every epoch: right after a checkpoint, if the next
-  epoch (the longest of its last three, times ``safety``) would end after ``stop_at``, the run
-  is parked (its worker gets SIGTERM; the run resumes from that checkpoint in a later window).
-  Whatever still runs at ``stop_at`` is stopped the same way (losing at most the epoch in
-  progress), the last snapshot is written and the campaign exits before the deadline.
+  the job's model needed to reach its first checkpoint earlier in this window (to finish, for
+  jobs that report no epochs: closed-form fits, teachers; times ``safety``; ``min_start_s``
+  when unknown). A run job carries its cut-off, ``stop_at`` (in
+  seconds from its sending; an earlier one follows when ``stop_at`` moves), and ``safety``: its
+  worker reports every epoch to the campaign and, right after a checkpoint, parks the run
+  itself when its next epoch (the longest of its last three, times ``safety``) would end after
+  the cut-off (:class:`~benchmark.campaign.park.EpochReporter`); the run resumes from that
+  checkpoint in a later window and the worker takes the next job that fits. The hard stop:
+  whatever still runs at ``stop_at`` (a teacher job, whose trainer the campaign cannot reach,
+  or an epoch that took longer than it should) gets SIGTERM, losing at most the epoch in
+  progress; the last snapshot is written and the campaign exits before the deadline.
 * **Signals.** SIGTERM or SIGINT to the campaign does the same at once: every run is left
   resumable.
 * **Snapshots.** :class:`~benchmark.campaign.snapshot.Snapshotter` every ``interval_s``.
@@ -37,13 +41,22 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..locks import LOCK_DIR, lock_held
 from ..records import is_finished, now_iso
+from .messages import CUTOFF, DONE, EPOCH, PARKED, PARKING, READY
 from .plan import RUN, TEACHER, CampaignSpec, Job, Queue, build_queue, campaign_dirs, step_counts
-from .snapshot import RESUME, TEACHER_WEIGHTS, SnapshotConfig, Snapshotter, seed_from_snapshot
-from .worker import DONE, READY, worker_main
+from .snapshot import (
+    RESUME,
+    TEACHER_WEIGHTS,
+    SnapshotConfig,
+    Snapshotter,
+    local_epoch,
+    seed_from_snapshot,
+)
+from .worker import worker_main
 
-FINISHED, SKIPPED, FAILED, PARKED, RUNNING = "finished", "skipped", "failed", "parked", "running"
+FINISHED, SKIPPED, FAILED, RUNNING = "finished", "skipped", "failed", "running"
 BLOCKED, DEADLINE, INTERRUPTED = "blocked", "deadline", "interrupted"
 LOG_DIR = ".campaign"
+CUTOFF_SLACK_S = 0.5  # a running run is sent a new cut-off when stop_at moves earlier by more
 
 
 @dataclass
@@ -127,20 +140,19 @@ class _Worker:
     job: Job | None = None
     started: float = 0.0
     term_sent: float | None = None
-    reason: str | None = None  # why it was sent SIGTERM: "park" or "stop"
+    reason: str | None = None  # why it was sent SIGTERM: "stop"
 
 
 @dataclass
 class _Watch:
-    """What the supervisor sees of a running job: its checkpoints' times."""
+    """What the supervisor knows of a running job: the epochs its worker reported."""
 
     job: Job
     started: float
     run_id: str | None
-    mtime: int | None = None
-    boundaries: list[float] = field(default_factory=list)
+    cutoff: float | None = None  # the stop_at the worker was last sent (run jobs)
+    boundaries: list[float] = field(default_factory=list)  # when each epoch report came
     epochs_done: int | None = None
-    finishing: bool = False
     concurrency: float = 0.0  # integral of the number of running jobs over time
 
 
@@ -300,8 +312,11 @@ class CampaignRunner:
                 busy = [w for w in self.workers if w.job is not None]
                 if not busy:
                     ready = self._ready_jobs()
-                    if not ready:  # done, or what is left waits on a failed job
-                        return FINISHED if not self._left() else BLOCKED
+                    if not ready:  # done, parked, or what is left waits on a failed job
+                        if not self._left():
+                            return FINISHED
+                        parked = any(st == PARKED for st in self.state.values())
+                        return DEADLINE if parked else BLOCKED
                     idle = next((w for w in self.workers if w.term_sent is None), None)
                     if not any(self._fits(j, now, idle) for j in ready):
                         return DEADLINE
@@ -362,38 +377,56 @@ class CampaignRunner:
         return w
 
     def _send(self, w: _Worker, job: Job, now: float) -> None:
+        stop_at = self.stop_at()
         if job.kind == RUN:
             spec = replace(job.spec, train=replace(job.spec.train, progress=False))
-            payload = {"spec": spec, "records": str(self.records_dir), "runs": str(self.runs_dir)}
+            payload = {"spec": spec, "records": str(self.records_dir), "runs": str(self.runs_dir),
+                       "cutoff_s": None if stop_at == float("inf") else stop_at - now,
+                       "safety": self.cfg.safety}
         else:  # progress is no part of a run's identity: the teacher's run id stays
             payload = {"sweep": replace(job.sweep, train={**job.sweep.train, "progress": False})}
         w.conn.send((job.kind, job.key, payload))
         w.job, w.started = job, now
         self.state[job.key] = RUNNING
         run_id = job.key if job.kind == RUN else None
-        watch = _Watch(job=job, started=now, run_id=run_id)
-        if run_id is not None:
-            watch.mtime = _mtime(self.runs_dir / run_id / "last.pt")
+        watch = _Watch(job=job, started=now, run_id=run_id,
+                       cutoff=stop_at if job.kind == RUN else None)
         self.watches[job.key] = watch
         running = sum(x.job is not None for x in self.workers)
         self.log("start", key=job.key, kind=job.kind, step=job.step + 1, model=job.model,
                  dataset=job.dataset, worker=w.proc.pid, concurrent=running,
                  workers=self.n_workers, device=self.device, gpu=self.gpu,
-                 resumed_epoch=_epoch_of(self.runs_dir / run_id / "last.pt") if run_id else None)
+                 resumed_epoch=_epochs_in(self.runs_dir / run_id / "last.pt") if run_id else None)
 
     def _drain(self) -> None:
         for w in list(self.workers):
             try:
                 while w.conn.poll():
-                    msg = w.conn.recv()
-                    if msg[0] == DONE:
-                        self._job_done(w, msg[1], msg[2], msg[3])
-                    elif msg[0] == READY:
-                        w.ready = True
-                        self.worker_startup = max(self.worker_startup,
-                                                  time.monotonic() - w.spawned)
+                    self._receive(w, w.conn.recv())
             except (EOFError, OSError, ValueError):
                 continue  # the worker died; _reap sees it
+
+    def _receive(self, w: _Worker, msg: tuple) -> None:
+        now = time.monotonic()
+        if msg[0] == DONE:
+            self._job_done(w, msg[1], msg[2], msg[3])
+        elif msg[0] == READY:
+            w.ready = True
+            self.worker_startup = max(self.worker_startup, now - w.spawned)
+        elif msg[0] in (EPOCH, PARKING):
+            watch = self.watches.get(msg[1])
+            if watch is None or w.job is None or w.job.key != msg[1]:
+                return
+            info = msg[2]
+            watch.epochs_done = info.get("epochs_done", watch.epochs_done)
+            if msg[0] == PARKING:
+                self.log("park", key=msg[1], model=w.job.model, by="worker", **info)
+                return
+            watch.boundaries.append(now)
+            if len(watch.boundaries) == 1:  # start-up, data, first epoch and checkpoint
+                model = w.job.model
+                took = now - watch.started
+                self.first_checkpoint[model] = max(self.first_checkpoint.get(model, 0.0), took)
 
     def _job_done(self, w: _Worker, key: str, outcome: str, err: str | None) -> None:
         job = w.job
@@ -406,18 +439,29 @@ class CampaignRunner:
             current.finished = True
         seconds = time.monotonic() - w.started
         conc = watch.concurrency / seconds if watch is not None and seconds > 0 else None
+        if outcome == FINISHED and watch is not None and not watch.boundaries:
+            # no epoch reported (a closed-form fit, a teacher job): nothing of it was
+            # resumable before its end, so the whole job is what the next one needs left
+            model = job.model
+            self.first_checkpoint[model] = max(self.first_checkpoint.get(model, 0.0), seconds)
         if outcome in (FINISHED, SKIPPED):
             job.finished = True
             self.state[key] = outcome
+        elif outcome == PARKED:  # by its worker, at a checkpoint: resumable, no record
+            self.state[key] = PARKED
         else:
+            outcome = FAILED
             self.state[key] = FAILED
             self.errors[key] = err or "failed"
+        extra = ({"why": "cut-off", "epochs_done": watch.epochs_done if watch else None}
+                 if outcome == PARKED else {})
         self.log(outcome, key=key, kind=job.kind, step=job.step + 1, model=job.model,
                  dataset=job.dataset, seconds=round(seconds, 3),
                  mean_concurrent=None if conc is None else round(conc, 3),
                  epochs_here=len(watch.boundaries) if watch else None,
                  run_id=watch.run_id if watch else None,
-                 error=(err or "").strip().splitlines()[-1:] if outcome == FAILED else None)
+                 error=(err or "").strip().splitlines()[-1:] if outcome == FAILED else None,
+                 **extra)
         if job.kind == TEACHER and outcome == FINISHED:
             self.queue = build_queue(self.campaign, self.records_dir)
             for j in self.queue.jobs:  # runs finished earlier in this window keep their state
@@ -430,9 +474,7 @@ class CampaignRunner:
                 continue
             try:
                 while w.conn.poll():
-                    msg = w.conn.recv()
-                    if msg[0] == DONE:
-                        self._job_done(w, msg[1], msg[2], msg[3])
+                    self._receive(w, w.conn.recv())
             except (EOFError, OSError, ValueError):
                 pass
             job = w.job
@@ -440,7 +482,7 @@ class CampaignRunner:
                 watch = self.watches.pop(job.key, None)
                 # exit code 0 without an answer: the worker caught a SIGTERM (ours, or one sent
                 # to the whole process group) and stopped cleanly
-                if w.reason in ("park", "stop") or w.proc.exitcode == 0:
+                if w.reason == "stop" or w.proc.exitcode == 0:
                     self.state[job.key] = PARKED
                     self.log("parked", key=job.key, step=job.step + 1, model=job.model,
                              why=w.reason or "SIGTERM from outside",
@@ -470,6 +512,8 @@ class CampaignRunner:
 
     # ------------------------------------------------------------ watching
     def _observe(self, now: float) -> None:
+        """Find the run a teacher job trains (by its lock: snapshots carry its checkpoints), and
+        send a running run an earlier cut-off when ``stop_at`` has moved (longer snapshots)."""
         stop_at = self.stop_at()
         for w in self.workers:
             if w.job is None or w.term_sent is not None:
@@ -477,37 +521,16 @@ class CampaignRunner:
             watch = self.watches.get(w.job.key)
             if watch is None:
                 continue
-            if watch.run_id is None:  # a teacher job: find the run it trains by its lock
+            if watch.run_id is None:  # a teacher job
                 watch.run_id = _locked_run_of(self.runs_dir, w.proc.pid, w.started)
-                if watch.run_id is None:
-                    continue
-                if watch.run_id not in self._teachers_seen:
+                if watch.run_id is not None and watch.run_id not in self._teachers_seen:
                     self._teachers_seen.append(watch.run_id)
-                watch.mtime = _mtime(self.runs_dir / watch.run_id / "last.pt")
-            path = self.runs_dir / watch.run_id / "last.pt"
-            m = _mtime(path)
-            if m is None or m == watch.mtime:
-                continue
-            watch.mtime = m
-            watch.boundaries.append(now)
-            if len(watch.boundaries) == 1:
-                model = w.job.model
-                took = now - watch.started
-                self.first_checkpoint[model] = max(self.first_checkpoint.get(model, 0.0), took)
-            fields = _checkpoint_summary(path)
-            if fields is not None:
-                watch.epochs_done = fields["epoch"] + 1
-                watch.finishing = _finishing(w.job, fields)
-            # an epoch's time: the trainer's own (last three epochs) and the gaps between the
-            # checkpoints seen here; the first gap (start-up included) only when nothing else
-            gaps = [b - a for a, b in zip(watch.boundaries, watch.boundaries[1:], strict=False)]
-            epoch = max([*(fields or {}).get("epoch_seconds", []), *gaps[-3:]],
-                        default=now - watch.started)
-            need = epoch * (0.5 if watch.finishing else 1.0) * self.cfg.safety
-            if now + need > stop_at:
-                self.log("park", key=w.job.key, model=w.job.model, epochs_done=watch.epochs_done,
-                         epoch_seconds=round(epoch, 3), left_s=round(stop_at - now, 3))
-                self._terminate(w, "park", now)
+            if watch.cutoff is not None and stop_at < watch.cutoff - CUTOFF_SLACK_S:
+                try:
+                    w.conn.send((CUTOFF, w.job.key, stop_at - now))
+                    watch.cutoff = stop_at
+                except (OSError, ValueError):
+                    continue  # the worker died; _reap sees it
 
     # ------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
@@ -630,40 +653,10 @@ def _window_of(line: str) -> str | None:
         return None
 
 
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
-def _checkpoint_summary(path: Path) -> dict | None:
-    """``epoch``, ``bad_epochs``, ``train_seconds`` and the last three epochs' seconds
-    (``epoch_seconds``) of a ``last.pt`` (memory-mapped: the weights are not read)."""
-    import torch
-
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        history = list(ck.get("history") or [])[-3:]
-        return {"epoch": int(ck["epoch"]), "bad_epochs": int(ck.get("bad_epochs", 0)),
-                "train_seconds": float(ck.get("train_seconds", 0.0)),
-                "epoch_seconds": [float(r["seconds"]) for r in history if "seconds" in r]}
-    except Exception:  # noqa: BLE001 - replaced while read, or not a trainer checkpoint
-        return None
-
-
-def _epoch_of(path: Path) -> int | None:
-    fields = _checkpoint_summary(path) if path.exists() else None
-    return None if fields is None else fields["epoch"] + 1
-
-
-def _finishing(job: Job, fields: dict) -> bool:
-    """Whether the checkpoint was the run's last epoch (only evaluation and the record left)."""
-    if job.spec is None:
-        return False
-    t = job.spec.train
-    return (fields["epoch"] + 1 >= t.epochs or fields["bad_epochs"] >= t.patience
-            or (t.time_budget_s is not None and fields["train_seconds"] >= t.time_budget_s))
+def _epochs_in(path: Path) -> int | None:
+    """Epochs done by the run whose ``last.pt`` is ``path``; None without one."""
+    epoch = local_epoch(path) if path.exists() else None
+    return None if epoch is None else epoch + 1
 
 
 def _locked_run_of(runs_dir: Path, pid: int, since: float) -> str | None:

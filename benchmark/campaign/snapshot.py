@@ -288,7 +288,8 @@ def read_status(snapshot_dir: Path) -> dict:
         raise ValueError(f"{path}: unreadable snapshot status ({e})") from e
 
 
-def _local_epoch(path: Path) -> int | None:
+def local_epoch(path: Path) -> int | None:
+    """The ``epoch`` field of a checkpoint (memory-mapped), None when unreadable."""
     import torch
 
     try:
@@ -381,7 +382,7 @@ def _seed_run(tar: tarfile.TarFile, run_id: str, info: dict, records_dir: Path, 
         return False
     try:
         with run_lock(runs_dir, run_id, timeout_s=0):
-            local = _local_epoch(run_dir / "last.pt")
+            local = local_epoch(run_dir / "last.pt")
             if local is not None and info.get("epoch") is not None and local >= info["epoch"]:
                 return False
             if "best.pt" in files:  # the trainer's order: best first, then last

@@ -21,7 +21,8 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from ..records import RunRecord, machine_kind, record_sweep
+from ..records import CONVERGED_STOPS, RunRecord, machine_kind, record_sweep
+from ..records import stop_reason as fit_stop_reason
 from .validate import board_key, normalise_options
 
 DOCS_LINK = "../../docs/leaderboard.md"
@@ -154,16 +155,12 @@ def _config_hash(r: RunRecord) -> str:
 
 STOP_LABELS = {"early_stopping": "early stop", "closed_form": "closed form",
                "time_budget": "capped", "max_epochs": "epoch limit"}
-CONVERGED_STOPS = ("early_stopping", "closed_form")
 
 
 def stop_reason(r: RunRecord) -> str:
     """``early_stopping`` | ``closed_form`` (no epochs) | ``time_budget`` | ``max_epochs`` |
-    ``""`` (not recorded)."""
-    fit = r.fit or {}
-    if fit.get("epochs_run") == 0:
-        return "closed_form"
-    return str(fit.get("stopped_by") or "")
+    ``""`` (not recorded): :func:`benchmark.records.stop_reason` of its fit."""
+    return fit_stop_reason(r.fit)
 
 
 def stop_summary(recs: list[RunRecord]) -> tuple[str, bool | None]:

