@@ -20,10 +20,13 @@ a shared machine hits both:
   one-off set-up of a run (optimiser, seeds) is not counted, the batch gathering, logging,
   finiteness check, scheduler and checkpoint are.
 * **bare**: the same number of steps over the same batches (the trainer's first-epoch
-  permutation, gathered beforehand on the device), the same optimiser and clipping and the
-  model's own loss (``objective.step_loss``): ``zero_grad; loss.backward(); clip; step`` and
-  nothing else; then a ``no_grad`` forward over the same validation windows, scored with the
-  same masked metric sums.
+  permutation), each gathered inside the timed loop from the same device-resident windows as
+  the trainer gathers them (a hand-written loop has to index its windows too: gathering is the
+  data's cost, not the harness's), the same optimiser and clipping and the model's own loss
+  (``objective.step_loss``): ``zero_grad; loss.backward(); clip; step`` and nothing else; then
+  a ``no_grad`` forward over the same validation windows, gathered the same way, scored with
+  the same masked metric sums. (Until 2026-12-02 the bare side timed batches gathered before
+  the clock started, which put the gathering on the trainer's side of the ratio: TGCN 1.12.)
 
 Both start each repeat from the same initial weights. A teacher-distilled variant gets a
 stand-in teacher (the ground truth times 0.9 for every window; the speed of a step does not
@@ -187,15 +190,16 @@ class Case:
                 **_elapsed("end", marks["steps_end"], marks["end"]),
                 **_elapsed("val", t0, _clock()), "val_mae": val}
 
-    def batches(self) -> list:
-        """The trainer's first-epoch batches (same seed, same permutation), on the device."""
+    def batches(self):
+        """The trainer's first-epoch batches (same seed, same permutation), gathered on the
+        device one at a time as they are iterated."""
         from benchmark.trainer import WindowBatches
 
         cfg = self.config
         objective = self.objective_factory()
         source = WindowBatches(self.prepared, cfg.batch_size, cfg.seed,
                                objective.teacher_labels(), cfg.max_train_batches, self.device)
-        return list(source.epoch(None))
+        return source.epoch(None)
 
     def bare_epoch(self) -> dict:
         """Seconds of the bare loop over the same batches, and of a bare validation pass."""
@@ -206,9 +210,8 @@ class Case:
         from benchmark.trainer import make_optimizer
 
         cfg = self.config
-        batches = self.batches()
-        val_batches = list(self.val_prepared.on_device(self.device).batches(
-            "val", cfg.eval_batch_size))
+        batches = self.batches()  # gathered inside the clock, one batch per step
+        val_windows = self.val_prepared.on_device(self.device)
         objective = self.objective_factory()
         torch.manual_seed(cfg.seed)
         model = self.fresh_model()
@@ -232,7 +235,7 @@ class Case:
         model.eval()
         t0 = _clock()
         with torch.no_grad():
-            for batch in val_batches:
+            for batch in val_windows.batches("val", cfg.eval_batch_size):
                 acc.update(self.prepared.inverse_targets(model(batch)), batch.y)
             val = acc.summary(p.report_horizons)["overall"]["mae"]
         _sync(self.device)
@@ -291,7 +294,7 @@ def measure_model(model_name: str, args) -> dict:
     cfg = case.config
     n_full = -(-len(case.prepared.starts("train")) // cfg.batch_size)
     val_scale = len(case.prepared.starts("val")) / len(case.val_prepared.starts("val"))
-    k = len(case.batches())
+    k = sum(1 for _ in case.batches())
     full = [full_epoch_ratio(t, b, k, n_full, val_scale)
             for t, b in zip(runs["trainer"], runs["bare"], strict=True)]
     ratios["full_epoch_s"] = [f[0] for f in full]
@@ -327,7 +330,8 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
              f"{meta['repeats']} repeats alternating the sides after one warm-up of each. "
              "*Trainer*: `Trainer.fit` (one epoch, `last.pt` written) then "
              "`Trainer.evaluate('val')`; *bare*: zero_grad / loss / backward / clip / step over "
-             "pre-gathered batches, then a no-grad forward scored with the same metric sums. "
+             "the same batches, each gathered in the loop from the same device-resident "
+             "windows, then a no-grad forward scored with the same metric sums. "
              "Seconds are medians over the repeats; ratios are medians of the per-repeat "
              "trainer/bare ratios, of wall seconds and (the machine is shared) of the process's "
              "CPU seconds. Target: trainer/bare <= 1.1 on CPU.", "",
