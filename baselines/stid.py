@@ -102,14 +102,17 @@ class STID(Forecaster):
         parts = [self.history(x.permute(0, 2, 1, 3).reshape(b, self.num_nodes, -1))]
         if self.node_emb is not None:
             parts.append(self.node_emb.unsqueeze(0).expand(b, -1, -1))
+        # the data preparation checks every time index once (check_time_indices); the checks
+        # here run on eager CPU tensors only (on a GPU they would be a host sync per step)
+        check = x.device.type == "cpu" and not torch.compiler.is_compiling()
         if self.tod_emb is not None:
             tod = batch.x_tod[:, -1].long()
-            if bool(((tod < 0) | (tod >= self.steps_per_day)).any()):
+            if check and bool(((tod < 0) | (tod >= self.steps_per_day)).any()):
                 raise ValueError(f"stid: time-of-day index outside [0, {self.steps_per_day})")
             parts.append(self.tod_emb[tod].unsqueeze(1).expand(-1, self.num_nodes, -1))
         if self.dow_emb is not None:
             dow = batch.x_dow[:, -1].long()
-            if bool(((dow < 0) | (dow >= 7)).any()):
+            if check and bool(((dow < 0) | (dow >= 7)).any()):
                 raise ValueError("stid: day-of-week index outside [0, 7)")
             parts.append(self.dow_emb[dow].unsqueeze(1).expand(-1, self.num_nodes, -1))
         h = self.encoder(torch.cat(parts, dim=-1))  # [B, N, hidden]

@@ -1,9 +1,10 @@
-"""The pieces a training loop is made of: its state, a step plan, callback hooks and the
-checkpoint-layout interface. :class:`benchmark.trainer.Trainer` runs them."""
+"""The pieces a training loop is made of: its state, a step plan, a step's logs, callback hooks
+and the checkpoint-layout interface. :class:`benchmark.trainer.Trainer` runs them."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,9 @@ class LoopState:
         best_state: the best weights (CPU tensors, :meth:`Checkpoint.snapshot`) when held in
             memory, else None.
         best_unsaved: ``best_state`` changed since the last checkpoint.
-        running_loss: exponential moving average (0.95) of the step losses in this process.
+        running_loss: exponential moving average (0.95) of the step losses in this process
+            (an epoch-based loop folds an epoch's steps in at the epoch's end, when it reads
+            their losses from the device).
         resumed_from: the epoch (or step) a resumed loop started from; None when fresh.
         stopped_by: "max_epochs", "max_steps", "early_stopping" or "time_budget".
     """
@@ -65,6 +68,68 @@ class StepPlan:
     def __post_init__(self) -> None:
         if self.total < 0 or self.validate_every < 1 or self.checkpoint_every < 1:
             raise ValueError(f"StepPlan needs total >= 0 and intervals >= 1, got {self}")
+
+
+class StepLogs(MutableMapping):
+    """What a training step logs: name -> number.
+
+    A value may be held as a 0-d tensor still on the training device (objectives log
+    ``loss.detach()``, not ``float(loss)``), so that a step makes no host sync. Reading a value
+    (``logs["loss"]``, ``.items()``, ...) gives a Python float: for a held tensor that read is a
+    host sync, paid only by whoever reads (a callback, a test); the value read is the one
+    ``float(tensor)`` gives. The trainer reads :meth:`raw` values and converts a whole epoch's
+    at once (:func:`materialize`).
+    """
+
+    def __init__(self, values: dict | None = None) -> None:
+        self._values: dict = dict(values or {})
+
+    def __getitem__(self, key: str) -> float:
+        v = self._values[key]
+        if isinstance(v, torch.Tensor):
+            v = self._values[key] = float(v)
+        return v
+
+    def __setitem__(self, key: str, value) -> None:
+        self._values[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def raw(self) -> dict:
+        """The values as held (numbers or 0-d tensors), without a host sync."""
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"StepLogs({dict(self)!r})"
+
+
+def step_logs(logs) -> StepLogs:
+    """``logs`` (a dict or :class:`StepLogs`) as :class:`StepLogs`."""
+    return logs if isinstance(logs, StepLogs) else StepLogs(logs)
+
+
+def materialize(rows: list[dict]) -> list[dict[str, float]]:
+    """Raw step logs (:meth:`StepLogs.raw`) with every tensor value as the Python float
+    ``float(value)`` gives, read from the device in one transfer per (device, dtype) rather than
+    one per value."""
+    out = [dict(row) for row in rows]
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for i, row in enumerate(out):
+        for k, v in row.items():
+            if isinstance(v, torch.Tensor):
+                groups.setdefault((v.device, v.dtype), []).append((i, k))
+    for places in groups.values():
+        values = torch.stack([out[i][k].reshape(()) for i, k in places]).cpu().tolist()
+        for (i, k), x in zip(places, values, strict=True):
+            out[i][k] = float(x)
+    return out
 
 
 class Callback:

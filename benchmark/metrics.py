@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 METRIC_NAMES = ("mae", "rmse", "mape")
+SUM_NAMES = ("abs_sum", "sq_sum", "count", "ape_sum", "ape_count")  # MetricAccumulator's sums
 
 
 def validity_mask(y: torch.Tensor, null_value: float | None,
@@ -60,6 +61,22 @@ def _errors(pred: torch.Tensor, true: torch.Tensor, mape_threshold: float,
     return diff_abs, diff_abs / true_abs.clamp_min_(1e-12), mape_ok
 
 
+class _SumView:
+    """One of :class:`MetricAccumulator`'s sums as a float64 numpy array ``[T_out, C_out]``
+    (a host copy; assigning one sets the sum)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.index, self.__doc__ = SUM_NAMES.index(name), doc
+
+    def __get__(self, acc, owner=None):
+        if acc is None:
+            return self
+        return acc._sums[self.index].cpu().numpy().copy()
+
+    def __set__(self, acc, value) -> None:
+        acc._sums[self.index] = torch.as_tensor(value, dtype=torch.float64)
+
+
 @dataclass
 class MetricAccumulator:
     """Streaming masked MAE/RMSE/MAPE per (horizon, channel).
@@ -79,12 +96,17 @@ class MetricAccumulator:
     mask_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        shape = (self.horizon, self.num_channels)
-        self.abs_sum = np.zeros(shape)
-        self.sq_sum = np.zeros(shape)
-        self.count = np.zeros(shape)
-        self.ape_sum = np.zeros(shape)
-        self.ape_count = np.zeros(shape)
+        # the five sums, float64 [5, T_out, C_out], kept on the device of the updates (moved
+        # there by the first one): an evaluation loop adds batches without a host sync and the
+        # host reads them once, in summary(); the numpy views below read (and set) them
+        self._sums = torch.zeros((len(SUM_NAMES), self.horizon, self.num_channels),
+                                 dtype=torch.float64)
+
+    abs_sum = _SumView("abs_sum", "sum of |p - y| over the valid entries")
+    sq_sum = _SumView("sq_sum", "sum of (p - y)^2 over the valid entries")
+    count = _SumView("count", "number of valid entries")
+    ape_sum = _SumView("ape_sum", "sum of |p - y| / |y| over the entries that count for MAPE")
+    ape_count = _SumView("ape_count", "number of entries that count for MAPE")
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, true: torch.Tensor) -> None:
@@ -112,16 +134,16 @@ class MetricAccumulator:
         |p - y|``, ``ape_raw = |p - y| / max(|y|, 1e-12)``, ``mape_ok = |y| > mape_threshold``."""
         dims = (0, 2)
 
-        def total(x: torch.Tensor) -> np.ndarray:
-            return x.sum(dims, dtype=torch.float64).cpu().numpy()
+        def total(x: torch.Tensor) -> torch.Tensor:
+            return x.sum(dims, dtype=torch.float64)
 
         abs_err = diff_abs.masked_fill(~mask, 0.0)
-        self.abs_sum += total(abs_err)
-        self.sq_sum += total(abs_err * abs_err)
-        self.count += total(mask)
         mmask = mask & mape_ok
-        self.ape_sum += total(ape_raw.masked_fill(~mmask, 0.0))
-        self.ape_count += total(mmask)
+        batch = torch.stack([total(abs_err), total(abs_err * abs_err), total(mask),
+                             total(ape_raw.masked_fill(~mmask, 0.0)), total(mmask)])
+        if self._sums.device != batch.device:
+            self._sums = self._sums.to(batch.device)
+        self._sums += batch  # element-wise float64 adds: the same sums as numpy's
 
     @staticmethod
     def _metrics(abs_s: float, sq_s: float, n: float, ape_s: float, ape_n: float) -> dict:
@@ -132,13 +154,15 @@ class MetricAccumulator:
         }
 
     def _over(self, sl_h, sl_c) -> dict:
-        return self._metrics(self.abs_sum[sl_h, sl_c].sum(), self.sq_sum[sl_h, sl_c].sum(),
-                             self.count[sl_h, sl_c].sum(), self.ape_sum[sl_h, sl_c].sum(),
-                             self.ape_count[sl_h, sl_c].sum())
+        h = self._host
+        return self._metrics(*(h[name][sl_h, sl_c].sum() for name in SUM_NAMES))
 
     def summary(self, report_horizons: tuple[int, ...] = (3, 6, 12),
                 channel_names: list[str] | None = None) -> dict:
-        """Nested dict: overall / mean_of_horizons / @h, each {mae, rmse, mape}; per channel too."""
+        """Nested dict: overall / mean_of_horizons / @h, each {mae, rmse, mape}; per channel too.
+        (The one host read of the sums.)"""
+        sums = self._sums.cpu().numpy()
+        self._host = dict(zip(SUM_NAMES, sums, strict=True))
         out = self._summary_for(slice(None), report_horizons)
         if channel_names is not None and self.num_channels > 1:
             out["per_channel"] = {name: self._summary_for(slice(j, j + 1), report_horizons)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .batch import Batch
+from .loop import StepLogs
 from .losses import LOSS_NAMES, masked_loss
 
 
@@ -39,7 +40,9 @@ class Objective:
 
     def step_loss(self, model: nn.Module, batch, ctx: StepContext,
                   ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss of ``batch`` (forward pass included) and its logs."""
+        """The training loss of ``batch`` (forward pass included) and its logs: numbers, or
+        detached 0-d tensors, which the trainer reads once per epoch instead of once per step
+        (:class:`~benchmark.loop.StepLogs`)."""
         return self.loss(model, batch, model(batch), ctx)
 
     def loss(self, model: nn.Module, batch: Batch, y_hat: torch.Tensor,
@@ -69,7 +72,7 @@ def add_model_regulariser(model: nn.Module, ctx: StepContext, total: torch.Tenso
     extra, w = model_regulariser(model, ctx)
     if extra is None:
         return total
-    logs["extra"] = float(extra.detach())
+    logs["extra"] = extra.detach()
     logs["extra_weight"] = w
     return total + w * extra
 
@@ -103,7 +106,7 @@ class SupervisedObjective(Objective):
         pred = prepared.inverse_targets(y_hat)
         p = prepared.protocol
         gt = self.ground_truth_loss(pred, batch.y, p.null_value, p.mask_threshold)
-        logs = {"loss_gt": float(gt.detach())}
+        logs = StepLogs({"loss_gt": gt.detach()})
         return add_model_regulariser(model, ctx, gt, logs), logs
 
     def describe(self) -> dict:

@@ -19,11 +19,21 @@ in:
 
 Forecasters (:meth:`Trainer.fit` with the defaults), and the LLM teacher's ST-encoder
 pre-training and instruction tuning (:mod:`flowdistill.teacher.finetune`) run through it.
+
+On the device, an epoch makes no host round trip per step: the series, time indices and teacher
+labels are uploaded once (:meth:`PreparedData.on_device`) and batches gathered there by index;
+each step's logs stay on the device (:class:`~benchmark.loop.StepLogs`) and are read in one
+transfer at the end of the epoch, where the finiteness check runs over every step (naming the
+first non-finite one); evaluation scores on the device and reads its sums once. The step-based
+loop (the teacher's) still reads each step's loss, which it shows and records per step.
+``precision`` and ``compile`` (:mod:`benchmark.execution`) choose bf16 autocast and compiled
+forwards.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import time
@@ -41,7 +51,9 @@ from .batch import Batch
 from .checkpoints import TorchCheckpoint
 from .data.windows import PreparedData, TeacherLabels
 from .device import resolve_device
-from .loop import Callback, Checkpoint, LoopState, StepPlan
+from .execution import DEFAULTS as EXECUTION_DEFAULTS
+from .execution import check_execution, model_runner
+from .loop import Callback, Checkpoint, LoopState, StepLogs, StepPlan, materialize, step_logs
 from .metrics import ProtocolMetrics
 from .objectives import Objective, StepContext, SupervisedObjective
 
@@ -93,6 +105,20 @@ class TrainConfig:
         num_threads: torch intra-op threads (None: leave as is).
         device: "cpu", "cuda" or "auto".
         progress: show tqdm bars.
+        precision: "fp32" (default, the reference) or "bf16" (the forward pass under bfloat16
+            autocast, the loss in float32; :mod:`benchmark.execution`). Measured on CPU: the
+            best validation MAE of short seeded runs moved by at most 2.6e-3 relative to fp32's
+            for mlp, STID and GWNet (held to 1e-2, ``benchmark.execution.VAL_MAE_RTOL``), by up
+            to 0.11 for STGCN (leave it off there); GPU figures pending.
+        compile: "none" (default), "torch.compile" (Inductor; on CPU it needs a C++ compiler)
+            or "cudagraphs" (as ``torch.compile(mode="reduce-overhead")``: CUDA graphs on a GPU,
+            as "torch.compile" on a CPU); :mod:`benchmark.execution`. Measured on CPU: at most
+            9.4e-5 relative to the eager run's validation MAE (held to 1e-3); GPU figures
+            pending.
+
+    ``precision`` and ``compile`` are written into records and run identities only when they
+    differ from their defaults (:data:`OMITTED_AT_DEFAULT`), so runs made before they existed
+    keep their run ids and records.
     """
 
     epochs: int = 100
@@ -113,11 +139,26 @@ class TrainConfig:
     num_threads: int | None = None
     device: str = "cpu"
     progress: bool = True
+    precision: str = "fp32"
+    compile: str = "none"
+
+    def __post_init__(self) -> None:
+        check_execution(self.precision, self.compile)
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-able dict, without the :data:`OMITTED_AT_DEFAULT` settings
+        that equal their defaults."""
         d = asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        for k in OMITTED_AT_DEFAULT:
+            if d[k] == EXECUTION_DEFAULTS[k]:
+                del d[k]
         return d
+
+
+# settings added after records existed: omitted from TrainConfig.to_dict (records, run ids)
+# while they hold their defaults
+OMITTED_AT_DEFAULT = ("precision", "compile")
 
 
 def seed_everything(seed: int, deterministic: bool = True, device: torch.device | None = None,
@@ -150,22 +191,40 @@ class FitResult:
 class WindowBatches:
     """The forecasters' batch source: the training windows of ``prepared``, reshuffled every
     epoch by a generator seeded with ``seed`` (its state goes into checkpoints), at most
-    ``max_batches`` per epoch, with the teacher's labels looked up by window start."""
+    ``max_batches`` per epoch, with the teacher's labels looked up by window start.
+
+    The windows are gathered on ``device`` (:meth:`PreparedData.on_device`): each epoch's
+    permutation is drawn on the host from the seeded numpy generator (the same draws as ever)
+    and moved to the device as one index tensor; the teacher's labels for every training window
+    are looked up once and kept on the device beside the series. No step of an epoch leaves
+    the device.
+    """
 
     def __init__(self, prepared: PreparedData, batch_size: int, seed: int,
-                 teacher: TeacherLabels | None = None, max_batches: int | None = None) -> None:
+                 teacher: TeacherLabels | None = None, max_batches: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
         self.prepared, self.batch_size = prepared, batch_size
         self.teacher, self.max_batches = teacher, max_batches
+        self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
+        # once per run, before the first epoch: every training window's label, on the device
+        self._labels = (prepared.on_device(self.device).labels("train", teacher)
+                        if teacher is not None else None)
 
     def __len__(self) -> int:
         n = self.prepared.num_batches("train", self.batch_size)
         return min(n, self.max_batches) if self.max_batches else n
 
     def epoch(self, state: LoopState) -> Iterator[Batch]:
-        batches = self.prepared.batches("train", self.batch_size, shuffle=True,
-                                        generator=self.rng, teacher=self.teacher)
+        batches = self._shuffled()
         return itertools.islice(batches, self.max_batches) if self.max_batches else batches
+
+    def _shuffled(self) -> Iterator[Batch]:
+        # a generator, so that the permutation is drawn when the epoch starts (as before)
+        windows = self.prepared.on_device(self.device)
+        perm = self.rng.permutation(len(self.prepared.starts("train")))
+        order = torch.from_numpy(perm).to(self.device)
+        yield from windows.batches("train", self.batch_size, order, self._labels)
 
     def state_dict(self) -> dict:
         return {"numpy_rng": self.rng.bit_generator.state}
@@ -222,6 +281,7 @@ class Trainer:
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
+        self._runner: tuple[nn.Module, object] | None = None
         self.prepared = prepared
         self.objective = objective or SupervisedObjective()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -236,6 +296,16 @@ class Trainer:
         self.scheduler = None
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
+
+    @property
+    def runner(self):
+        """What the loop calls for forward passes: the model itself under the defaults, else a
+        :class:`~benchmark.execution.ModelRunner` around it (bf16 autocast, compiled; made once
+        per model)."""
+        if self._runner is None or self._runner[0] is not self.model:
+            self._runner = (self.model, model_runner(self.model, self.config.precision,
+                                                     self.config.compile, self.device))
+        return self._runner[1]
 
     # ------------------------------------------------------------------ training
     def fit(self, initial: LoopState | None = None) -> FitResult:
@@ -259,7 +329,8 @@ class Trainer:
         self.batches = self._batches_arg
         if self.batches is None:
             self.batches = WindowBatches(self.prepared, cfg.batch_size, cfg.seed,
-                                         self.objective.teacher_labels(), cfg.max_train_batches)
+                                         self.objective.teacher_labels(), cfg.max_train_batches,
+                                         self.device)
         state = self.checkpoint.load(self) if self.checkpoint is not None else None
         if state is not None:
             state.resumed_from = state.step if self.plan is not None else state.epoch
@@ -286,11 +357,21 @@ class Trainer:
                          state.stopped_by, self._schedule_note(state.history, schedule_epochs))
 
     def train_step(self, batch, state: LoopState | None = None, update: bool = True,
-                   ) -> dict[str, float]:
+                   ) -> StepLogs:
         """One training step on ``batch``: zero the gradients, the objective's loss (forward
-        pass included; epoch ``state.epoch``, 0 without a state), backward, and with ``update``
-        gradient clipping and the optimiser update. Returns the objective's logs and ``loss``.
-        ``update=False`` (the efficiency probe) leaves the weights as they are."""
+        pass included; epoch ``state.epoch``, 0 without a state), a finiteness check, backward,
+        and with ``update`` gradient clipping and the optimiser update. Returns the objective's
+        logs and ``loss`` (floats when read). ``update=False`` (the efficiency probe) leaves the
+        weights as they are."""
+        logs = self._train_step(batch, state, update)
+        self._check_finite(logs["loss"], logs, state.epoch if state is not None else 0,
+                           state.step if state is not None else None)
+        return logs
+
+    def _train_step(self, batch, state: LoopState | None, update: bool) -> StepLogs:
+        """:meth:`train_step` without the finiteness check and without a host sync: the logs
+        hold 0-d tensors on the device (the epoch loop checks and reads them once per
+        epoch)."""
         batch = batch.to(self.device)
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -299,30 +380,43 @@ class Trainer:
         cfg = self.config
         epoch = state.epoch if state is not None else 0
         ctx = StepContext(epoch, cfg.schedule_epochs or cfg.epochs, self.prepared)
-        loss, logs = self.objective.step_loss(self.model, batch, ctx)
-        if not torch.isfinite(loss):
-            where = (f"epoch {epoch + 1}, step {state.step + 1}" if state is not None
-                     else "a step outside the loop")
-            raise FloatingPointError(f"non-finite training loss at {where}: {logs}")
+        loss, logs = self.objective.step_loss(self.runner, batch, ctx)
+        logs = step_logs(logs)
         loss.backward()
         if update:
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self._clip_params, cfg.grad_clip)
             self.optimizer.step()
-        logs["loss"] = float(loss.detach())
+        logs["loss"] = loss.detach()
         return logs
 
-    def _step(self, batch, state: LoopState) -> dict[str, float]:
+    @staticmethod
+    def _check_finite(loss: float, logs, epoch: int, step: int | None) -> None:
+        """Raise FloatingPointError for a non-finite loss of step ``step`` (0-based; None: a
+        step outside the loop)."""
+        if not math.isfinite(loss):
+            where = (f"epoch {epoch + 1}, step {step + 1}" if step is not None
+                     else "a step outside the loop")
+            shown = {k: v for k, v in dict(logs).items() if k != "loss"}
+            raise FloatingPointError(f"non-finite training loss at {where}: {shown}")
+
+    def _step(self, batch, state: LoopState) -> StepLogs:
+        """A step of the step-based loop: checked and read at once (its running loss is shown
+        and recorded per step; its steps are the teacher's, long enough that the read does not
+        count)."""
         for cb in self.callbacks:
             cb.on_step_start(self, state)
         logs = self.train_step(batch, state)
         state.step += 1
-        lv = logs["loss"]
-        state.running_loss = lv if state.running_loss is None else (
-            0.95 * state.running_loss + 0.05 * lv)
+        self._fold_running_loss(state, logs["loss"])
         for cb in self.callbacks:
             cb.on_step_end(self, state, batch, logs)
         return logs
+
+    @staticmethod
+    def _fold_running_loss(state: LoopState, loss: float) -> None:
+        state.running_loss = loss if state.running_loss is None else (
+            0.95 * state.running_loss + 0.05 * loss)
 
     def _stop_reason(self, state: LoopState) -> str | None:
         cfg = self.config
@@ -366,19 +460,13 @@ class Trainer:
             self.model.train()
             for cb in self.callbacks:
                 cb.on_epoch_start(self, state)
+            rows = self._train_epoch(state, label)
             sums: dict[str, float] = {}
-            count, applied_weight = 0, None
-            bar = tqdm(self.batches.epoch(state), total=len(self.batches),
-                       desc=f"{label}epoch {state.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False)
-            for batch in bar:
-                logs = self._step(batch, state)
-                count += 1
-                applied_weight = logs.get("extra_weight", applied_weight)
-                for k, v in logs.items():
+            count, applied_weight = len(rows), None
+            for row in rows:
+                applied_weight = row.get("extra_weight", applied_weight)
+                for k, v in row.items():
                     sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            bar.close()
             if self.scheduler is not None:
                 self.scheduler.step()
             score = self._validate()
@@ -403,6 +491,36 @@ class Trainer:
                            f"  ({dt:.1f}s)")
             state.epoch += 1
             self._save(state)
+
+    def _train_epoch(self, state: LoopState, label: str) -> list[dict[str, float]]:
+        """One epoch's steps, without a host sync per step: each step's logs stay on the device
+        (callbacks see :class:`StepLogs`, read only if they read them) and are read in one
+        transfer at the end, where the finiteness check and the running loss see every step in
+        order. Returns the steps' logs as floats."""
+        cfg = self.config
+        raw: list[dict] = []
+        bar = tqdm(self.batches.epoch(state), total=len(self.batches),
+                   desc=f"{label}epoch {state.epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, leave=False)
+        shown_at = time.perf_counter()
+        for batch in bar:
+            for cb in self.callbacks:
+                cb.on_step_start(self, state)
+            logs = self._train_step(batch, state, update=True)
+            state.step += 1
+            for cb in self.callbacks:
+                cb.on_step_end(self, state, batch, logs)
+            raw.append(logs.raw())
+            if cfg.progress and time.perf_counter() - shown_at >= 1.0:  # one read a second
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                shown_at = time.perf_counter()
+        bar.close()
+        rows = materialize(raw)
+        first = state.step - len(rows)
+        for i, row in enumerate(rows):
+            self._check_finite(row["loss"], row, state.epoch, first + i)
+            self._fold_running_loss(state, row["loss"])
+        return rows
 
     def _run_steps(self, state: LoopState) -> None:
         cfg, plan = self.config, self.plan
@@ -475,21 +593,25 @@ class Trainer:
         in the order of the split's window starts."""
         self.model.eval()
         preds, trues = [], []
-        for batch in self.prepared.batches(split, batch_size or self.config.eval_batch_size):
-            y_hat = self.model(batch.to(self.device))
+        windows = self.prepared.on_device(self.device)
+        for batch in windows.batches(split, batch_size or self.config.eval_batch_size):
+            y_hat = self.runner(batch)
             preds.append(self.prepared.inverse_targets(y_hat).cpu())
-            trues.append(batch.y)
+            trues.append(batch.y.cpu())
         return torch.cat(preds).numpy(), torch.cat(trues).numpy()
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
         """Masked MAE/RMSE/MAPE over the whole split (every window, no drop_last), under the
-        protocol's mask and (``"all_targets"``) over every finite target."""
+        protocol's mask and (``"all_targets"``) over every finite target. Batches of
+        ``eval_batch_size`` are gathered and scored on the device; the sums are read once, at
+        the end."""
         p = self.prepared.protocol
         acc = ProtocolMetrics.for_protocol(p, self.prepared.out_channels)
         self.model.eval()
-        for batch in self.prepared.batches(split, self.config.eval_batch_size):
-            y_hat = self.model(batch.to(self.device))
-            acc.update(self.prepared.inverse_targets(y_hat), batch.y.to(self.device))
+        windows = self.prepared.on_device(self.device)
+        for batch in windows.batches(split, self.config.eval_batch_size):
+            y_hat = self.runner(batch)
+            acc.update(self.prepared.inverse_targets(y_hat), batch.y)
         names = [self.prepared.data.channels[i] for i in self.prepared.target_channel_idx]
         return acc.summary(p.report_horizons, names)

@@ -126,7 +126,7 @@ class DistillationObjective(Objective):
                 kd = soft_label_loss(pred, teacher, mask, batch.y, null, cfg.distance,
                                      cfg.huber_delta, mask_threshold=thresh)
                 total = total + cfg.kd_weight * kd
-                logs["loss_kd"] = float(kd.detach())
+                logs["loss_kd"] = kd.detach()
         else:
             # no teacher: every gate shut, i.e. the plain masked loss
             zeros = torch.zeros(pred.shape[0], dtype=torch.bool, device=pred.device)

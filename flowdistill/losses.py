@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmark.loop import StepLogs
 from benchmark.losses import pointwise_loss
 from benchmark.metrics import validity_mask
 
@@ -186,21 +187,25 @@ def teacher_bounded_loss(pred: torch.Tensor, target: torch.Tensor, teacher: torc
             e_t = torch.where(cm, d_t, zero).sum(dim=(1, 3)) / cnt.clamp_min(1)
             g = (e_s + bound_margin > e_t) & (cnt > 0)  # [B, N]
             w = 1.0 + bound_weight * g.to(d.dtype)[:, None, :, None]
-            n_units = int((cnt > 0).sum())
-            open_frac = float(g.sum()) / n_units if n_units else 0.0
+            # open / compared units in float64 (0 when none is compared), on the device
+            n_units = (cnt > 0).sum().double()
+            open_frac = torch.where(n_units > 0, g.sum().double() / n_units.clamp_min(1),
+                                    torch.zeros((), dtype=torch.float64, device=d.device))
         else:
             cnt = cm.sum()
             e_s = torch.where(cm, d, zero).sum() / cnt.clamp_min(1)
             e_t = torch.where(cm, d_t, zero).sum() / cnt.clamp_min(1)
-            g = bool(cnt > 0) and bool(e_s + bound_margin > e_t)
-            w = torch.where(labelled[:, None, None, None],
-                            torch.tensor(1.0 + bound_weight * float(g), dtype=d.dtype,
-                                         device=d.device),
-                            torch.tensor(1.0, dtype=d.dtype, device=d.device))
-            open_frac = float(g)
+            g = (cnt > 0) & (e_s + bound_margin > e_t)  # 0-d bool, on the device
+            # the open gate's weight 1 + lambda is formed in float64 and then rounded to the
+            # loss dtype, as the Python float it was before
+            w_open = (1.0 + bound_weight * g.double()).to(d.dtype)
+            w = torch.where(labelled[:, None, None, None], w_open,
+                            torch.ones((), dtype=d.dtype, device=d.device))
+            open_frac = g.double()
     loss = torch.where(m, w * d, torch.zeros_like(d)).sum() / n_valid
-    logs = {"loss_gt": float(plain.detach()), "gate_open": open_frac,
-            "labelled": float(labelled.float().mean()) if b else 0.0}
+    # logs as 0-d tensors (no host sync per step); reading one gives the float it always was
+    logs = StepLogs({"loss_gt": plain.detach(), "gate_open": open_frac,
+                     "labelled": labelled.float().mean() if b else 0.0})
     return loss, logs
 
 

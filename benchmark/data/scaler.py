@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ class Scaler:
     kind: str
     shift: np.ndarray
     scale: np.ndarray
+    # (device, dtype, channels) -> (shift, scale) tensors: one upload per device, not one per
+    # call (a host-to-device copy from pageable memory waits for the device's queue)
+    _tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, values: np.ndarray, kind: str = "standard", null_value: float | None = None,
@@ -49,19 +52,25 @@ class Scaler:
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.shift) / self.scale).astype(np.float32)
 
+    def _shift_scale(self, x: torch.Tensor, channels: list[int] | None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``shift`` and ``scale`` (of ``channels``) as tensors of ``x``'s dtype and device."""
+        key = (str(x.device), x.dtype, None if channels is None else tuple(channels))
+        if key not in self._tensors:
+            shift = torch.as_tensor(self.shift, dtype=x.dtype, device=x.device)
+            scale = torch.as_tensor(self.scale, dtype=x.dtype, device=x.device)
+            if channels is not None:
+                shift, scale = shift[channels], scale[channels]
+            self._tensors[key] = (shift, scale)
+        return self._tensors[key]
+
     def inverse(self, x: torch.Tensor, channels: list[int] | None = None) -> torch.Tensor:
         """Inverse-transform a tensor whose last axis holds the given channel indices."""
-        shift = torch.as_tensor(self.shift, dtype=x.dtype, device=x.device)
-        scale = torch.as_tensor(self.scale, dtype=x.dtype, device=x.device)
-        if channels is not None:
-            shift, scale = shift[channels], scale[channels]
+        shift, scale = self._shift_scale(x, channels)
         return x * scale + shift
 
     def forward(self, x: torch.Tensor, channels: list[int] | None = None) -> torch.Tensor:
-        shift = torch.as_tensor(self.shift, dtype=x.dtype, device=x.device)
-        scale = torch.as_tensor(self.scale, dtype=x.dtype, device=x.device)
-        if channels is not None:
-            shift, scale = shift[channels], scale[channels]
+        shift, scale = self._shift_scale(x, channels)
         return (x - shift) / scale
 
     def to_dict(self) -> dict:

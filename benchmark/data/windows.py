@@ -3,12 +3,18 @@
 :class:`PreparedData` holds a dataset cut by a protocol: the scaled series once, the split
 window starts, the scaler and time indices. Each window is gathered at batch time from the
 series (no array of all windows is materialised).
+
+:class:`DeviceWindows` is the same series resident on the training device (uploaded once per
+device and kept by the :class:`PreparedData`): batches are gathered there from an index tensor,
+so a training or evaluation step makes no host round trip. On the CPU it shares the
+:class:`PreparedData` tensors (no copy) and gathers exactly what :meth:`PreparedData.make_batch`
+gathers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -56,6 +62,7 @@ class PreparedData:
     train_starts: np.ndarray
     target_channel_idx: list[int]
     dataset_id: str
+    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_nodes(self) -> int:
@@ -109,6 +116,15 @@ class PreparedData:
         for i in range(0, len(starts), batch_size):
             yield self.make_batch(starts[i:i + batch_size], teacher)
 
+    def on_device(self, device: torch.device | str) -> DeviceWindows:
+        """The series, time indices and split starts on ``device`` (uploaded on the first call
+        for that device, then kept)."""
+        device = torch.device(device)
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = DeviceWindows.upload(self, device)
+        return self._on_device[key]
+
     def num_batches(self, split: str, batch_size: int) -> int:
         return -(-len(self.starts(split)) // batch_size)
 
@@ -118,6 +134,97 @@ class PreparedData:
 
     def scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         return self.scaler.forward(y, self.target_channel_idx)
+
+
+@dataclass
+class DeviceLabels:
+    """Teacher labels of one split's windows, on the training device, in the order of
+    :meth:`PreparedData.starts` (looked up once by window start, so they stay paired with their
+    windows under any later permutation of positions).
+
+    Attributes:
+        labels: float32 ``[W, T_out, N, C_out]`` original units (zeros where unlabelled).
+        mask: bool ``[W]``, True where the window has a label.
+    """
+
+    labels: torch.Tensor
+    mask: torch.Tensor
+
+
+class DeviceWindows:
+    """A :class:`PreparedData` resident on one device; batches are gathered there by index.
+
+    Build with :meth:`PreparedData.on_device`. ``batch(positions)`` takes positions into a
+    split's window starts (an int64 tensor on the device, e.g. a slice of a permutation) and
+    gathers ``x``, ``y``, the time indices and (given :class:`DeviceLabels` of that split) the
+    teacher labels, without leaving the device.
+    """
+
+    def __init__(self, prepared: PreparedData, device: torch.device, scaled: torch.Tensor,
+                 raw_targets: torch.Tensor, tod: torch.Tensor, dow: torch.Tensor) -> None:
+        self.prepared, self.device = prepared, device
+        self.scaled, self.raw_targets, self.tod, self.dow = scaled, raw_targets, tod, dow
+        t_in, t_out = prepared.protocol.input_len, prepared.protocol.horizon
+        self.x_offsets = torch.arange(t_in, device=device)[None, :]  # [1, T_in]
+        self.y_offsets = torch.arange(t_in, t_in + t_out, device=device)[None, :]  # [1, T_out]
+        self._starts: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def upload(cls, prepared: PreparedData, device: torch.device) -> DeviceWindows:
+        """Copy the series and indices of ``prepared`` to ``device`` (no copy on the CPU)."""
+        def put(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device)
+        return cls(prepared, device, put(prepared.scaled), put(prepared.raw_targets),
+                   put(prepared.tod), put(prepared.dow))
+
+    def starts(self, split: str) -> torch.Tensor:
+        """``PreparedData.starts(split)`` as an int64 tensor on the device (kept)."""
+        if split not in self._starts:
+            host = np.asarray(self.prepared.starts(split), dtype=np.int64)
+            self._starts[split] = torch.from_numpy(host).to(self.device)
+        return self._starts[split]
+
+    def labels(self, split: str, teacher: TeacherLabels) -> DeviceLabels:
+        """The teacher's labels for every window of ``split``, on the device."""
+        labels, mask = teacher.gather(np.asarray(self.prepared.starts(split), dtype=np.int64))
+        return DeviceLabels(torch.as_tensor(labels, dtype=torch.float32).to(self.device),
+                            torch.as_tensor(mask, dtype=torch.bool).to(self.device))
+
+    def batch(self, split: str, positions: torch.Tensor | slice,
+              labels: DeviceLabels | None = None) -> Batch:
+        """The windows at ``positions`` (an int64 tensor on the device, or a slice) of
+        ``split``'s starts, as a :class:`Batch` on the device."""
+        s = self.starts(split)[positions]
+        ix = s[:, None] + self.x_offsets
+        iy = s[:, None] + self.y_offsets
+        batch = Batch(x=self.scaled[ix], y=self.raw_targets[iy],
+                      x_tod=self.tod[ix], x_dow=self.dow[ix],
+                      y_tod=self.tod[iy], y_dow=self.dow[iy], start=s)
+        if labels is not None:
+            batch.teacher = labels.labels[positions]
+            batch.teacher_mask = labels.mask[positions]
+        return batch
+
+    def batches(self, split: str, batch_size: int, order: torch.Tensor | None = None,
+                labels: DeviceLabels | None = None) -> Iterator[Batch]:
+        """The split in batches of ``batch_size`` (the last one partial, never dropped), in
+        window order or in the order of ``order`` (a permutation of positions, on the
+        device)."""
+        n = len(self.prepared.starts(split))
+        for i in range(0, n, batch_size):
+            sl = slice(i, min(i + batch_size, n))
+            yield self.batch(split, sl if order is None else order[sl], labels)
+
+
+def check_time_indices(tod: np.ndarray, dow: np.ndarray, steps_per_day: int,
+                       source: str) -> None:
+    """Refuse time-of-day indices outside ``[0, steps_per_day)`` and day-of-week indices outside
+    ``[0, 7)`` once, here, so that the models' embedding look-ups need no check per batch."""
+    if tod.size and (tod.min() < 0 or tod.max() >= steps_per_day):
+        raise DataError(f"{source}: time-of-day index outside [0, {steps_per_day}) "
+                        f"({tod.min()}..{tod.max()}); does steps_per_day match the timestamps?")
+    if dow.size and (dow.min() < 0 or dow.max() >= 7):
+        raise DataError(f"{source}: day-of-week index outside [0, 7) ({dow.min()}..{dow.max()})")
 
 
 def prepare(data: STData, protocol: Protocol, dataset_id: str | None = None) -> PreparedData:
@@ -142,14 +249,17 @@ def prepare(data: STData, protocol: Protocol, dataset_id: str | None = None) -> 
     visible = covered_steps(train_starts, window_len, data.num_steps)
     scaler = Scaler.fit(data.values, protocol.scaler, protocol.null_value, visible)
     scaled = scaler.transform(data.values)
+    tod = time_of_day_index(data.timestamps, data.steps_per_day)
+    dow = day_of_week_index(data.timestamps)
+    check_time_indices(tod, dow, data.steps_per_day, str(data.source))
     return PreparedData(
         data=data,
         protocol=protocol,
         scaler=scaler,
         scaled=torch.from_numpy(scaled),
         raw_targets=torch.from_numpy(np.ascontiguousarray(data.values[:, :, target_idx])),
-        tod=torch.from_numpy(time_of_day_index(data.timestamps, data.steps_per_day)),
-        dow=torch.from_numpy(day_of_week_index(data.timestamps)),
+        tod=torch.from_numpy(tod),
+        dow=torch.from_numpy(dow),
         splits=splits,
         train_starts=train_starts,
         target_channel_idx=target_idx,
