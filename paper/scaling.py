@@ -12,11 +12,14 @@ A model run with sparse graph supports (``supports: "sparse"``) is its own serie
 ``"<model> (sparse)"``, beside the same model with dense supports (``"<model>"``): the column
 ``series``. :func:`stop_reason` says why a series has no value at some N.
 
-Every row keeps its ``source``: the file it came from, or the run id of its record. A source is
-one *session*: one machine's measurements under one load (``perf/scaling.py`` appends to its
-``--out`` file; a record is one run). The table compares two models (their latency and memory
-ratio) only on rows of one session: rows from different sessions were measured under different
-machine loads, and their ratio would mix the two.
+Every row keeps its ``source``: the run id of its record, or the file it came from, with the
+row's ``session`` when it has one (``perf/scaling.py`` appends to its ``--out`` file and tags
+every row with the id of the invocation that measured it; the file's ``sessions`` list says
+which command that was). A source is one *session*: one process's measurements under one
+machine load. The table compares two models (their latency and memory ratio) only on rows of
+one session: rows from different sessions were measured under different machine loads, and
+their ratio would mix the two. Rows written before sessions existed (no ``session`` key) take
+their whole file as their session, as the files of one command each were.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ REQUIRED = ("model", "num_nodes")
 STATUSES = ("ok", "oom", "error", "skipped")
 SPARSE_SUFFIX = " (sparse)"
 VALUE_COLUMNS = ("latency_ms_median", "latency_ms_p95", "peak_memory_mb_inference")
+# a file's k-th session in a row's source: "<file>#session 2"
+SESSION_MARK = "#session "
 
 
 def _rows_of(path: Path) -> list[dict]:
@@ -46,6 +51,7 @@ def _rows_of(path: Path) -> list[dict]:
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a row, a list of rows or {{'rows': [...]}}")
     out = []
+    ordinals: dict[str, int] = {}  # session id -> 1, 2, ... in the file's row order
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: row {i} is not an object")
@@ -55,8 +61,12 @@ def _rows_of(path: Path) -> list[dict]:
         status = str(row.get("status", "ok")).lower()
         if status not in STATUSES:
             raise ValueError(f"{path}: row {i} has status {status!r}, expected one of {STATUSES}")
+        source = str(path)
+        if row.get("session"):
+            k = ordinals.setdefault(str(row["session"]), len(ordinals) + 1)
+            source = f"{path}{SESSION_MARK}{k}"
         out.append({**row, "status": status, "num_nodes": int(row["num_nodes"]),
-                    "device": str(row.get("device", "") or ""), "source": str(path),
+                    "device": str(row.get("device", "") or ""), "source": source,
                     "series": series_name(row)})
     return out
 

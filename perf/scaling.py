@@ -42,7 +42,12 @@ rewritten atomically after each configuration; rerunning the same command skips 
 ones). Keys of a row: ``model, num_nodes, status, device`` (e.g. ``"cpu (AMD EPYC, 1
 thread)"``), ``supports``, ``latency_batch``, ``latency_ms_median``/``latency_ms_p95`` and
 ``peak_memory_mb_inference`` at the fixed batch,
-the same with ``_b1`` at batch 1, repeats, parameters, edges, timings and settings.
+the same with ``_b1`` at batch 1, repeats, parameters, edges, timings and settings, and
+``session``: the id of the invocation that measured it. The file's ``sessions`` list says, per
+id, the command, the host and when it started (and keeps ``commands``, every command that wrote
+to the file). A file collects rows from every invocation that wrote to it (a rerun, a
+``--redo-failed``), so ``paper/scaling.py`` compares two rows only within one session: one
+process's measurements under one machine load.
 """
 
 from __future__ import annotations
@@ -529,10 +534,24 @@ def load_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _write_rows(path: Path, rows: list[dict], commands: list[str]) -> None:
+def _write_rows(path: Path, rows: list[dict], commands: list[str],
+                sessions: list[dict] | None = None) -> None:
     from benchmark.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps({"commands": commands, "rows": rows}, indent=1))
+    data = {"commands": commands, "sessions": sessions or [], "rows": rows}
+    atomic_write_text(Path(path), json.dumps(data, indent=1))
+
+
+def new_session(command: str | None) -> dict:
+    """This invocation's session: a unique id (UTC start time, host, pid and a random token),
+    the command, the host and the start time."""
+    import datetime
+    import uuid
+
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    host = platform.node() or "host"
+    return {"id": f"{started}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "command": command or "", "host": host, "started": started}
 
 
 def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig, out: Path,
@@ -547,12 +566,16 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
     out = Path(out)
     device = device_label(cfg.device, cfg.threads)
     rows = load_rows(out)
-    commands = []
+    commands, sessions = [], []
     if out.exists():
         data = json.loads(out.read_text())
-        commands = list(data.get("commands", [])) if isinstance(data, dict) else []
+        if isinstance(data, dict):
+            commands = list(data.get("commands", []))
+            sessions = list(data.get("sessions", []))
     if command and command not in commands:
         commands.append(command)
+    session = new_session(command)
+    session_added = False
     index = {_key(r): i for i, r in enumerate(rows)}
 
     def done(m: str, n: int) -> bool:
@@ -584,17 +607,21 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
             row = runner(m, n, cfg, device)
             if _is_limit(row):
                 failed_at.setdefault(m, (n, row["status"], row.get("supports", "")))
+        row["session"] = session["id"]
+        if not session_added:
+            sessions.append(session)
+            session_added = True
         key = (m, n, device, cfg.supports)
         if key in index:
             rows[index[key]] = row
         else:
             index[key] = len(rows)
             rows.append(row)
-        _write_rows(out, rows, commands)
+        _write_rows(out, rows, commands, sessions)
         tqdm.write(_summary(row))
     bar.close()
     if not todo and command:
-        _write_rows(out, rows, commands)
+        _write_rows(out, rows, commands, sessions)
     return rows
 
 

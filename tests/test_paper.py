@@ -211,6 +211,26 @@ def test_scaling_ratios_only_within_one_session(paper, tmp_path):
     assert "sessions differ\" where the two come from different sessions" in md
 
 
+def test_scaling_sessions_within_one_file(paper, tmp_path):
+    """Rows of one file measured by two invocations (their ``session`` ids differ) are two
+    sessions: no ratio between them; rows of one invocation pair as before."""
+    def row(model, n, ms, session):
+        return {"model": model, "num_nodes": n, "status": "ok", "device": "cpu",
+                "latency_ms_median": ms, "peak_memory_mb_inference": 10.0, "session": session}
+
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "s.json").write_text(json.dumps({"rows": [
+        row("flowdistill", 69, 1.0, "x"), row("gwnet", 69, 4.0, "y"),
+        row("flowdistill", 1000, 2.0, "y"), row("gwnet", 1000, 10.0, "y")]}))
+    rows = paper.scaling.load_scaling(tmp_path / "rows")
+    assert sorted(set(rows["source"].map(paper.scaling.source_name))) == [
+        "s.json#session 1", "s.json#session 2"]
+    paper.scaling.scaling_table(rows, tmp_path / "out")
+    md = (tmp_path / "out" / "scaling.md").read_text()
+    assert "| 69 | 4.00 | 10.0 | 1.00 | 10.0 | sessions differ | sessions differ | " in md
+    assert "| 1,000 | 10.00 | 10.0 | 2.00 | 10.0 | 5.0 | 1.0 | s.json#session 2 |" in md
+
+
 def test_horizon_and_series_figures(built):
     paths = built.outputs["error per horizon"] + built.outputs["predicted vs true series"]
     names = sorted(p.name for p in paths)

@@ -115,6 +115,28 @@ def test_resume_skips_rows_already_there(tmp_path):
     assert calls == [("b", 2)] and len(rows) == 6 and len(load_rows(out)) == 6
 
 
+def test_every_row_names_its_session(tmp_path):
+    """Each invocation tags the rows it measured with its own session id and lists the id,
+    its command, host and start in the file; rows of an earlier invocation keep theirs."""
+    out = tmp_path / "s.json"
+
+    def fake(model, n, cfg, device):
+        return {"model": model, "num_nodes": n, "status": "ok", "device": device,
+                "latency_ms_b1_median": 1.0, "latency_ms_median": 1.0, "latency_batch": 2,
+                "peak_memory_mb_inference": 1.0}
+
+    cfg = ScalingConfig(**TINY)
+    run_scaling(["a"], [1], cfg, out, progress=False, runner=fake, command="first")
+    run_scaling(["a"], [1, 2], cfg, out, progress=False, runner=fake, command="second")
+    run_scaling(["a"], [1, 2], cfg, out, progress=False, runner=fake, command="third")
+    data = json.loads(out.read_text())
+    first, second = data["sessions"]  # the third measured nothing: no session listed
+    assert [first["command"], second["command"]] == ["first", "second"]
+    assert first["id"] != second["id"] and first["host"] and first["started"]
+    assert [r["session"] for r in data["rows"]] == [first["id"], second["id"]]
+    assert data["commands"] == ["first", "second", "third"]
+
+
 def test_load_rows_rejects_malformed_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"rows": [{"model": "x"}]}')
