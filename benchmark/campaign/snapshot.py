@@ -36,6 +36,8 @@ from pathlib import Path
 from ..atomic import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..locks import RunLockTimeout, run_lock
 from ..records import is_finished, now_iso, record_path
+from . import llm_carry
+from .llm_carry import LLM_PART_PATTERN
 
 STATUS_FILE = "status.json"
 RECORDS_ARCHIVE = "records.tar.gz"
@@ -122,10 +124,11 @@ class Snapshotter:
 
     def __init__(self, out_dir: Path, records_dir: Path, runs_dir: Path,
                  state: Callable[[], tuple[dict, list[tuple[str, str]], list[str]]],
-                 config: SnapshotConfig | None = None) -> None:
+                 config: SnapshotConfig | None = None, label_root: Path | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.records_dir = Path(records_dir)
         self.runs_dir = Path(runs_dir)
+        self.label_root = None if label_root is None else Path(label_root)
         self.state = state
         self.config = config or SnapshotConfig()
         self.max_seconds = 0.0  # the longest snapshot so far (the campaign reserves time)
@@ -139,6 +142,10 @@ class Snapshotter:
         self._ckpt_manifest: dict = {"parts": [], "left_out": []}
         self._generation = 1 + max((int(m.group(1)) for p in self.out_dir.glob("checkpoints-*")
                                     if (m := PART_PATTERN.match(p.name))), default=0)
+        self._llm_sig: tuple | None = None
+        self._llm_manifest: dict = {"parts": [], "left_out": []}
+        self._llm_generation = 1 + max((int(m.group(1)) for p in self.out_dir.glob("llm-*")
+                                        if (m := LLM_PART_PATTERN.match(p.name))), default=0)
         self.errors: list[str] = []
 
     # ---------------------------------------------------------------- thread
@@ -168,15 +175,18 @@ class Snapshotter:
             records = self._write_records()
             ckpts = self._write_checkpoints(carry) if self.config.checkpoints else {
                 "parts": [], "left_out": []}
+            llm = self._write_llm(sum(p["bytes"] for p in ckpts["parts"])) \
+                if self.config.checkpoints else {"parts": [], "left_out": []}
             atomic_write_text(self.out_dir / LOG_FILE, "".join(ln + "\n" for ln in log_lines))
             self.count += 1
             status = {**status, "snapshot": {"written": now_iso(), "count": self.count,
                                              "records": records, "checkpoints": ckpts,
-                                             "log": LOG_FILE}}
+                                             "llm": llm, "log": LOG_FILE}}
             atomic_write_json(self.out_dir / STATUS_FILE, status)
-            keep = {p["file"] for p in ckpts["parts"]}
-            for p in self.out_dir.glob("checkpoints-*.tar"):
-                if PART_PATTERN.match(p.name) and p.name not in keep:
+            keep = {p["file"] for p in ckpts["parts"] + llm["parts"]}
+            for p in self.out_dir.glob("*.tar"):
+                if (PART_PATTERN.match(p.name) or LLM_PART_PATTERN.match(p.name)) and \
+                        p.name not in keep:
                     p.unlink(missing_ok=True)
             self.max_seconds = max(self.max_seconds, time.monotonic() - t0)
             return status
@@ -259,6 +269,20 @@ class Snapshotter:
         self._ckpt_sig, self._ckpt_manifest = sig_t, manifest
         return manifest
 
+    def _write_llm(self, used: int) -> dict:
+        """The LLM teacher parts (:mod:`~benchmark.campaign.llm_carry`) within what the
+        forecaster parts (``used`` bytes) left of ``max_mb``."""
+        left = max(0.0, self.config.max_mb * MB - used)
+        sig = (left, llm_carry.signature(self.runs_dir, self.label_root))
+        if sig == self._llm_sig and all((self.out_dir / p["file"]).exists()
+                                        for p in self._llm_manifest["parts"]):
+            return self._llm_manifest
+        manifest = llm_carry.write_parts(self.out_dir, self.runs_dir, self.label_root,
+                                         self.config.part_mb * MB, left, self._llm_generation)
+        self._llm_generation += 1
+        self._llm_sig, self._llm_manifest = sig, manifest
+        return manifest
+
 
 def _mtime(path: Path) -> int | None:
     try:
@@ -298,15 +322,18 @@ def local_epoch(path: Path) -> int | None:
         return None
 
 
-def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path) -> dict:
+def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path,
+                       label_root: Path | None = None) -> dict:
     """Put a snapshot's finished records into ``records_dir`` (never replacing a finished one)
     and its checkpoints into ``runs_dir`` (only for runs without a finished record, and only
     where the snapshot's ``last.pt`` is further on than the local one; a run whose lock is held
-    is left alone). Returns ``{"records": n, "checkpoints": [run ids], "log": [lines],
+    is left alone), its LLM teacher checkpoints into ``runs_dir`` and its unfinished label
+    chunks into ``label_root`` (:func:`benchmark.campaign.llm_carry.seed`). Returns
+    ``{"records": n, "checkpoints": [run ids], "llm": [directories], "log": [lines],
     "problems": [...]}``."""
     snapshot_dir, records_dir, runs_dir = Path(snapshot_dir), Path(records_dir), Path(runs_dir)
     status = read_status(snapshot_dir)
-    out: dict = {"records": 0, "checkpoints": [], "log": [], "problems": []}
+    out: dict = {"records": 0, "checkpoints": [], "llm": [], "log": [], "problems": []}
     archive = snapshot_dir / RECORDS_ARCHIVE
     if archive.exists():
         try:
@@ -329,6 +356,8 @@ def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path) ->
             for run_id, info in (part.get("runs") or {}).items():
                 if _seed_run(tar, run_id, info, records_dir, runs_dir, out["problems"]):
                     out["checkpoints"].append(run_id)
+    llm = (status.get("snapshot") or {}).get("llm") or {}
+    out["llm"] = llm_carry.seed(snapshot_dir, llm, runs_dir, label_root, out["problems"])
     log = snapshot_dir / LOG_FILE
     if log.exists():
         out["log"] = [ln for ln in log.read_text().splitlines() if ln.strip()]
