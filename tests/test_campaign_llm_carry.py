@@ -190,6 +190,11 @@ def test_newer_local_copies_are_kept_and_older_ones_replaced(window, whole, tmp_
     seeded = seed_from_snapshot(base / "snap", tmp_path / "records", runs, labels)
     assert seeded["llm"] == [] and seeded["problems"] == []
     assert {p: p.read_bytes() for p in before} == before
+    # a finished teacher is carried without resume/ (its labels are made from its weights)
+    finished = _dirs(_snapshot(tmp_path / "finished", runs, None))[f"teacher/{NAME}"]
+    assert finished["finished"] and finished["steps"] == 4
+    assert "weights.safetensors" in finished["files"]
+    assert not any(f.startswith("resume/") for f in finished["files"])
     # a local teacher behind the snapshot's (0 steps: its time budget was spent) is replaced
     other = tmp_path / "other"
     finetune(_cfg(other / CHECKPOINT_ROOT / NAME, time_budget_s=0.0), prepared)
@@ -197,6 +202,9 @@ def test_newer_local_copies_are_kept_and_older_ones_replaced(window, whole, tmp_
     seeded = seed_from_snapshot(base / "snap", tmp_path / "records", other, None)
     assert seeded["llm"] == [f"teacher/{NAME}"]
     assert llm_carry.local_teacher_steps(other / CHECKPOINT_ROOT / NAME) == 2
+    # and the seeded directory is carried again by the next window's snapshot
+    status = _snapshot(tmp_path / "again", other, None)
+    assert _dirs(status)[f"teacher/{NAME}"]["steps"] == 2
     # no label root to put the chunks into: one line says so
     assert seeded["problems"] == [f"labels/{key}.partial: no label root to restore it into; "
                                   f"not restored"]

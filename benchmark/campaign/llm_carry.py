@@ -7,9 +7,10 @@ Two kinds of directory are carried, each read as a whole that was on disk at one
   (:mod:`flowdistill.teacher.checkpoint`). Unfinished (fewer steps done than its config asks):
   every file, ``resume/`` included, so fine-tuning resumes; finished: every file but
   ``resume/`` (labels are made from ``weights.safetensors``). The teacher's ``save`` writes
-  ``resume/`` first and ``teacher.json`` last, so a copy is taken only when no file is newer
-  than ``teacher.json`` and ``resume/state.json``'s ``step`` is teacher.json's training
-  ``steps``; and only when no file changed (inode, size, mtime) while it was read.
+  ``resume/`` and ``weights.safetensors`` first and ``teacher.json`` last, so a copy is taken
+  only when none of those files is newer than ``teacher.json`` and ``resume/state.json``'s
+  ``step`` is teacher.json's training ``steps``; and only when no file changed (inode, size,
+  mtime) while it was read. (Seeding writes ``teacher.json`` last too.)
 * ``labels/<version_key>.partial``: an unfinished labelling run under the label root
   (:class:`~flowdistill.teacher.llm_labels.PartialLabels`): its ``manifest.json`` and the chunks
   it names, each chunk's sha256 checked against it (a chunk written after the manifest is left
@@ -44,6 +45,8 @@ TEACHER_DIR, LABEL_DIR = "teacher", "labels"  # archive prefixes, also the manif
 SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TEACHER_JSON, STATE_JSON = "teacher.json", "resume/state.json"
 RESUME_DIR = "resume"
+# what the teacher's save writes, in this order, before teacher.json
+SAVED = ("resume/weights.safetensors", "resume/optimizer.pt", STATE_JSON, "weights.safetensors")
 
 
 @dataclass
@@ -125,9 +128,9 @@ def check_teacher(files: dict[str, bytes], stats: dict[str, tuple]) -> dict | No
             return None  # a save in progress: resume/ is ahead of teacher.json
     except (KeyError, TypeError, ValueError):
         return None
-    newest = max((s[2] for rel, s in stats.items() if rel != TEACHER_JSON), default=0)
+    newest = max((stats[rel][2] for rel in SAVED if rel in stats), default=0)
     if stats[TEACHER_JSON][2] < newest:
-        return None  # a file newer than teacher.json: a save in progress
+        return None  # a file of the save newer than teacher.json: a save in progress
     return {"steps": steps, "finished": _teacher_finished(meta)}
 
 
@@ -369,9 +372,11 @@ def _restore(key: str, files: dict[str, bytes], runs_dir: Path, label_root: Path
 
 
 def _write_dir(target: Path, files: dict[str, bytes]) -> None:
-    """Replace ``target`` by a directory of ``files`` at once (:func:`atomic_dir`)."""
+    """Replace ``target`` by a directory of ``files`` at once (:func:`atomic_dir`); a teacher's
+    ``teacher.json`` last, as its save writes it (:func:`check_teacher` reads the order from
+    the mtimes)."""
     with atomic_dir(target, overwrite=True) as tmp:
-        for rel, data in sorted(files.items()):
+        for rel, data in sorted(files.items(), key=lambda kv: (kv[0] == TEACHER_JSON, kv[0])):
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)

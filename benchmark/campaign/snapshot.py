@@ -9,15 +9,22 @@ each file through :mod:`benchmark.atomic`:
   remade from it), in the queue's priority order, split into parts of at most ``part_mb`` and
   ``max_mb`` in all (runs beyond that are listed as left out); a run's two files are taken only
   when they were on disk together (:func:`pair_belongs_together`);
+* ``llm-<generation>-<part>.tar`` (:mod:`~benchmark.campaign.llm_carry`), in what the
+  checkpoint parts leave of ``max_mb``: the LLM teachers' checkpoint directories under
+  ``<runs>/llm-teacher/`` (unfinished: whole, ``resume/`` included; finished: without
+  ``resume/``), then the unfinished labelling runs (``<version key>.partial/``) under the label
+  root; a directory larger than ``part_mb``, beyond ``max_mb``, or changing whenever it was
+  read is named with its size in ``left_out``;
 * ``log.jsonl``: the campaign log of this and earlier windows;
 * ``status.json``, written last: the queue, what is running and the manifest of the files above
-  (sha256 of every checkpoint part). Checkpoint parts get a new generation number when they
+  (sha256 of every checkpoint and LLM part). Checkpoint parts get a new generation number when they
   change and the old ones are deleted only after ``status.json`` names the new ones, so the
   folder always holds the parts its ``status.json`` names.
 
 The defaults (two parts of 15 MiB, under 8 files) fit a lease that returns at most 8 files of
-16 MiB. :func:`seed_from_snapshot` (``--resume-from``) puts a snapshot's records and checkpoints
-back into a records and a runs directory without replacing anything newer.
+16 MiB when each kind of part packs into two. :func:`seed_from_snapshot` (``--resume-from``)
+puts a snapshot's records, checkpoints and LLM directories back into a records, a runs and a
+label directory without replacing anything newer.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ MB = 1024 * 1024
 class SnapshotConfig:
     """Attributes:
         interval_s: seconds between snapshots.
-        checkpoints: carry checkpoints (unfinished runs, teacher weights).
+        checkpoints: carry checkpoints (unfinished runs, teacher weights, LLM teachers and
+            their unfinished label chunks).
         part_mb: largest checkpoint archive (a run whose files are larger is left out).
         max_mb: checkpoint bytes in all; runs beyond it are left out (named in status.json).
     """
