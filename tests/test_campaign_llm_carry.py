@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 
@@ -236,6 +237,23 @@ def test_oversized_and_inconsistent_directories_are_left_out(window, whole, tmp_
     assert llm_carry.read_dir(f"teacher/{NAME}", "teacher", copy, tries=1) is None
     status = _snapshot(tmp_path / "busy", tmp_path / "runs", None)
     assert status["snapshot"]["llm"]["left_out"][0]["reason"] == "changing while read"
+
+
+def test_a_stop_waits_out_the_whole_teacher_save(tmp_path, prepared, monkeypatch):
+    """The campaign worker's SIGTERM handler defers a stop that lands anywhere in the teacher
+    checkpoint's save, between its writes too (not only inside one atomic write)."""
+    from benchmark.campaign.worker import _writing
+
+    between = []
+    real = ft.write_json
+
+    def write_json(obj, path):
+        between.append(_writing(sys._getframe(1)))  # the save's frame, between two writes
+        real(obj, path)
+
+    monkeypatch.setattr(ft, "write_json", write_json)
+    finetune(_cfg(tmp_path / "ck", steps=0), prepared)
+    assert between and all(between)
 
 
 def _malicious_snapshot(snap: Path, dirs: dict, members: dict[str, bytes]) -> None:
