@@ -119,12 +119,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from flowdistill.teacher.model_labels import default_label_root
+
     from .snapshot import seed_from_snapshot
 
     records, runs = _dirs(args)
-    got = seed_from_snapshot(args.snapshot, records, runs)
+    got = seed_from_snapshot(args.snapshot, records, runs, default_label_root())
     print(f"{args.snapshot}: {got['records']} new finished record(s) into {records}, "
-          f"checkpoints of {len(got['checkpoints'])} run(s) into {runs}")
+          f"checkpoints of {len(got['checkpoints'])} run(s) into {runs}, "
+          f"{len(got['llm'])} LLM teacher or label folder(s)")
     for p in got["problems"]:
         print(f"  note: {p}")
     return 0
@@ -150,7 +153,8 @@ def add_campaign_commands(sub) -> None:
     r.add_argument("--resume-from", type=Path, metavar="DIR",
                    help="seed records and checkpoints from an earlier window's snapshot")
     r.add_argument("--no-snapshot-checkpoints", action="store_true",
-                   help="snapshot records and status only, not checkpoints")
+                   help="snapshot records and status only, not checkpoints (nor LLM "
+                   "teachers and their label chunks)")
     r.add_argument("--snapshot-part-mb", type=float, default=15.0,
                    help="largest checkpoint archive (default 15)")
     r.add_argument("--snapshot-max-mb", type=float, default=30.0,

@@ -211,9 +211,13 @@ class CampaignRunner:
         t0 = self.t0 = time.monotonic()
         self.start_wall = time.time()
         self.deadline = None if cfg.deadline is None else t0 + (cfg.deadline - time.time())
-        seeded: dict = {"records": 0, "checkpoints": [], "log": [], "problems": []}
+        from flowdistill.teacher.model_labels import default_label_root
+
+        label_root = default_label_root()  # where the teacher jobs' labels go
+        seeded: dict = {"records": 0, "checkpoints": [], "llm": [], "log": [], "problems": []}
         if cfg.resume_from is not None:
-            seeded = seed_from_snapshot(cfg.resume_from, self.records_dir, self.runs_dir)
+            seeded = seed_from_snapshot(cfg.resume_from, self.records_dir, self.runs_dir,
+                                        label_root)
         self._load_log(seeded["log"])
         self.device, self.gpu = detect_device()
         cpus = os.cpu_count() or 1
@@ -227,13 +231,14 @@ class CampaignRunner:
                      threads=self.threads, cpus=cpus,
                      deadline_s=None if self.deadline is None else round(self.deadline - t0, 3),
                      seeded_records=seeded["records"],
-                     seeded_checkpoints=len(seeded["checkpoints"]),
+                     seeded_checkpoints=len(seeded["checkpoints"]), seeded_llm=seeded["llm"],
                      seed_problems=seeded["problems"])
             for _ in range(min(self.n_workers, len(self._ready_jobs()))):
                 self._spawn()  # all at once: their start-up (imports) overlaps
             if cfg.snapshot_dir is not None:
                 self.snapshotter = Snapshotter(cfg.snapshot_dir, self.records_dir,
-                                               self.runs_dir, self._snapshot_state, cfg.snapshot)
+                                               self.runs_dir, self._snapshot_state, cfg.snapshot,
+                                               label_root)
                 self.snapshotter.write()
                 self.snapshotter.start()
             final = self._loop()

@@ -9,15 +9,22 @@ each file through :mod:`benchmark.atomic`:
   remade from it), in the queue's priority order, split into parts of at most ``part_mb`` and
   ``max_mb`` in all (runs beyond that are listed as left out); a run's two files are taken only
   when they were on disk together (:func:`pair_belongs_together`);
+* ``llm-<generation>-<part>.tar`` (:mod:`~benchmark.campaign.llm_carry`), in what the
+  checkpoint parts leave of ``max_mb``: the LLM teachers' checkpoint directories under
+  ``<runs>/llm-teacher/`` (unfinished: whole, ``resume/`` included; finished: without
+  ``resume/``), then the unfinished labelling runs (``<version key>.partial/``) under the label
+  root; a directory larger than ``part_mb``, beyond ``max_mb``, or changing whenever it was
+  read is named with its size in ``left_out``;
 * ``log.jsonl``: the campaign log of this and earlier windows;
 * ``status.json``, written last: the queue, what is running and the manifest of the files above
-  (sha256 of every checkpoint part). Checkpoint parts get a new generation number when they
+  (sha256 of every checkpoint and LLM part). Checkpoint parts get a new generation number when they
   change and the old ones are deleted only after ``status.json`` names the new ones, so the
   folder always holds the parts its ``status.json`` names.
 
 The defaults (two parts of 15 MiB, under 8 files) fit a lease that returns at most 8 files of
-16 MiB. :func:`seed_from_snapshot` (``--resume-from``) puts a snapshot's records and checkpoints
-back into a records and a runs directory without replacing anything newer.
+16 MiB when each kind of part packs into two. :func:`seed_from_snapshot` (``--resume-from``)
+puts a snapshot's records, checkpoints and LLM directories back into a records, a runs and a
+label directory without replacing anything newer.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from pathlib import Path
 from ..atomic import atomic_file, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..locks import RunLockTimeout, run_lock
 from ..records import is_finished, now_iso, record_path
+from . import llm_carry
+from .llm_carry import LLM_PART_PATTERN
 
 STATUS_FILE = "status.json"
 RECORDS_ARCHIVE = "records.tar.gz"
@@ -50,7 +59,8 @@ MB = 1024 * 1024
 class SnapshotConfig:
     """Attributes:
         interval_s: seconds between snapshots.
-        checkpoints: carry checkpoints (unfinished runs, teacher weights).
+        checkpoints: carry checkpoints (unfinished runs, teacher weights, LLM teachers and
+            their unfinished label chunks).
         part_mb: largest checkpoint archive (a run whose files are larger is left out).
         max_mb: checkpoint bytes in all; runs beyond it are left out (named in status.json).
     """
@@ -122,10 +132,11 @@ class Snapshotter:
 
     def __init__(self, out_dir: Path, records_dir: Path, runs_dir: Path,
                  state: Callable[[], tuple[dict, list[tuple[str, str]], list[str]]],
-                 config: SnapshotConfig | None = None) -> None:
+                 config: SnapshotConfig | None = None, label_root: Path | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.records_dir = Path(records_dir)
         self.runs_dir = Path(runs_dir)
+        self.label_root = None if label_root is None else Path(label_root)
         self.state = state
         self.config = config or SnapshotConfig()
         self.max_seconds = 0.0  # the longest snapshot so far (the campaign reserves time)
@@ -139,6 +150,10 @@ class Snapshotter:
         self._ckpt_manifest: dict = {"parts": [], "left_out": []}
         self._generation = 1 + max((int(m.group(1)) for p in self.out_dir.glob("checkpoints-*")
                                     if (m := PART_PATTERN.match(p.name))), default=0)
+        self._llm_sig: tuple | None = None
+        self._llm_manifest: dict = {"parts": [], "left_out": []}
+        self._llm_generation = 1 + max((int(m.group(1)) for p in self.out_dir.glob("llm-*")
+                                        if (m := LLM_PART_PATTERN.match(p.name))), default=0)
         self.errors: list[str] = []
 
     # ---------------------------------------------------------------- thread
@@ -168,15 +183,18 @@ class Snapshotter:
             records = self._write_records()
             ckpts = self._write_checkpoints(carry) if self.config.checkpoints else {
                 "parts": [], "left_out": []}
+            llm = self._write_llm(sum(p["bytes"] for p in ckpts["parts"])) \
+                if self.config.checkpoints else {"parts": [], "left_out": []}
             atomic_write_text(self.out_dir / LOG_FILE, "".join(ln + "\n" for ln in log_lines))
             self.count += 1
             status = {**status, "snapshot": {"written": now_iso(), "count": self.count,
                                              "records": records, "checkpoints": ckpts,
-                                             "log": LOG_FILE}}
+                                             "llm": llm, "log": LOG_FILE}}
             atomic_write_json(self.out_dir / STATUS_FILE, status)
-            keep = {p["file"] for p in ckpts["parts"]}
-            for p in self.out_dir.glob("checkpoints-*.tar"):
-                if PART_PATTERN.match(p.name) and p.name not in keep:
+            keep = {p["file"] for p in ckpts["parts"] + llm["parts"]}
+            for p in self.out_dir.glob("*.tar"):
+                if (PART_PATTERN.match(p.name) or LLM_PART_PATTERN.match(p.name)) and \
+                        p.name not in keep:
                     p.unlink(missing_ok=True)
             self.max_seconds = max(self.max_seconds, time.monotonic() - t0)
             return status
@@ -259,6 +277,20 @@ class Snapshotter:
         self._ckpt_sig, self._ckpt_manifest = sig_t, manifest
         return manifest
 
+    def _write_llm(self, used: int) -> dict:
+        """The LLM teacher parts (:mod:`~benchmark.campaign.llm_carry`) within what the
+        forecaster parts (``used`` bytes) left of ``max_mb``."""
+        left = max(0.0, self.config.max_mb * MB - used)
+        sig = (left, llm_carry.signature(self.runs_dir, self.label_root))
+        if sig == self._llm_sig and all((self.out_dir / p["file"]).exists()
+                                        for p in self._llm_manifest["parts"]):
+            return self._llm_manifest
+        manifest = llm_carry.write_parts(self.out_dir, self.runs_dir, self.label_root,
+                                         self.config.part_mb * MB, left, self._llm_generation)
+        self._llm_generation += 1
+        self._llm_sig, self._llm_manifest = sig, manifest
+        return manifest
+
 
 def _mtime(path: Path) -> int | None:
     try:
@@ -298,15 +330,18 @@ def local_epoch(path: Path) -> int | None:
         return None
 
 
-def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path) -> dict:
+def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path,
+                       label_root: Path | None = None) -> dict:
     """Put a snapshot's finished records into ``records_dir`` (never replacing a finished one)
     and its checkpoints into ``runs_dir`` (only for runs without a finished record, and only
     where the snapshot's ``last.pt`` is further on than the local one; a run whose lock is held
-    is left alone). Returns ``{"records": n, "checkpoints": [run ids], "log": [lines],
+    is left alone), its LLM teacher checkpoints into ``runs_dir`` and its unfinished label
+    chunks into ``label_root`` (:func:`benchmark.campaign.llm_carry.seed`). Returns
+    ``{"records": n, "checkpoints": [run ids], "llm": [directories], "log": [lines],
     "problems": [...]}``."""
     snapshot_dir, records_dir, runs_dir = Path(snapshot_dir), Path(records_dir), Path(runs_dir)
     status = read_status(snapshot_dir)
-    out: dict = {"records": 0, "checkpoints": [], "log": [], "problems": []}
+    out: dict = {"records": 0, "checkpoints": [], "llm": [], "log": [], "problems": []}
     archive = snapshot_dir / RECORDS_ARCHIVE
     if archive.exists():
         try:
@@ -329,6 +364,8 @@ def seed_from_snapshot(snapshot_dir: Path, records_dir: Path, runs_dir: Path) ->
             for run_id, info in (part.get("runs") or {}).items():
                 if _seed_run(tar, run_id, info, records_dir, runs_dir, out["problems"]):
                     out["checkpoints"].append(run_id)
+    llm = (status.get("snapshot") or {}).get("llm") or {}
+    out["llm"] = llm_carry.seed(snapshot_dir, llm, runs_dir, label_root, out["problems"])
     log = snapshot_dir / LOG_FILE
     if log.exists():
         out["log"] = [ln for ln in log.read_text().splitlines() if ln.strip()]

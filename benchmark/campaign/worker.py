@@ -45,9 +45,12 @@ class WorkerStop(BaseException):
 # A stop that lands while a checkpoint is being written waits until the write is over (looked at
 # again every STOP_RETRY_S by SIGALRM): the trainer writes best.pt then last.pt after an epoch,
 # and stopping inside the second write would leave last.pt an epoch behind best.pt (resumable,
-# but the epoch is repeated). A message to the campaign is not cut in half either.
+# but the epoch is repeated). A checkpoint's whole ``save`` counts: an LLM teacher's writes
+# resume/ weights, optimizer.pt and state.json, then weights.safetensors and teacher.json, and a
+# stop between them would leave resume/ weights a save ahead of its state.json. A message to the
+# campaign is not cut in half either.
 WRITERS = {"atomic_file", "atomic_write_bytes", "atomic_torch_save", "write_record",
-           "_tell_campaign"}
+           "_tell_campaign", "save"}
 STOP_RETRY_S = 0.05
 
 

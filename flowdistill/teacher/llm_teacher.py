@@ -45,6 +45,9 @@ SPEC_KEYS = {"description", "finetune", "label"}
 FINETUNE_SET_HERE = {"dataset", "output_dir", "protocol", "dataset_options"}
 LABEL_SET_HERE = {"checkpoint_dir", "dataset_id", "protocol", "splits", "store_root",
                   "dataset_options", "input_scaler", "max_windows", "overwrite"}
+# the folder of the runs directory that holds the LLM teachers' checkpoints (campaign snapshots
+# carry it: :mod:`benchmark.campaign.llm_carry`)
+CHECKPOINT_ROOT = "llm-teacher"
 # TeacherFinetuneConfig fields that do not change the teacher's weights (not hashed into the
 # checkpoint's directory name)
 RUN_CONTROL = {"progress", "resume", "num_threads", "device", "eval_every", "save_every",
@@ -139,7 +142,7 @@ def finetune_config(spec: TeacherSpec, dataset: str, train_fraction: float, swee
                                 **spec.finetune)
     ident = {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL | {"output_dir"}}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-    cfg.output_dir = str(Path(runs_dir) / "llm-teacher" /
+    cfg.output_dir = str(Path(runs_dir) / CHECKPOINT_ROOT /
                          f"{spec.name}-{dataset}-f{train_fraction:g}-{digest[:10]}")
     return cfg
 
