@@ -43,6 +43,22 @@ def workspace_root() -> Path:
     return source_checkout() or flowdistill_home()
 
 
+# The on-disk layout of the LLM teacher's artifacts, here because both the teacher
+# (flowdistill.teacher) and the campaign's snapshots (benchmark.campaign.llm_carry) use it and
+# benchmark never imports flowdistill: the runs directory's folder of LLM teacher checkpoints,
+# and an unfinished labelling run's folder suffix, manifest file and manifest format.
+LLM_TEACHER_DIR = "llm-teacher"
+LABELS_PARTIAL_SUFFIX = ".partial"
+LABELS_PARTIAL_MANIFEST = "manifest.json"
+LABELS_PARTIAL_FORMAT = "flowdistill-soft-labels-partial"
+
+
+def default_label_root() -> Path:
+    """Where soft-label stores go: ``$FLOWDISTILL_LABELS``, else ``<workspace>/cache/labels``
+    (ignored by git)."""
+    return Path(os.environ.get("FLOWDISTILL_LABELS", workspace_root() / "cache" / "labels"))
+
+
 def module_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child ``python -m <suite module>``: ``env`` (default
     ``os.environ``), with the source checkout first on ``PYTHONPATH`` so that the child runs

@@ -119,8 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from flowdistill.teacher.model_labels import default_label_root
-
+    from ..paths import default_label_root
     from .snapshot import seed_from_snapshot
 
     records, runs = _dirs(args)

@@ -39,6 +39,13 @@ from pathlib import Path
 
 from ..atomic import atomic_dir, atomic_write_bytes
 from ..locks import RunLockTimeout, run_lock
+from ..paths import (
+    LABELS_PARTIAL_FORMAT,
+    LABELS_PARTIAL_MANIFEST,
+    LABELS_PARTIAL_SUFFIX,
+    LLM_TEACHER_DIR,
+)
+from .archive import STATUS_FILE, add_bytes, sha256_bytes
 
 LLM_PART_PATTERN = re.compile(r"^llm-(\d+)-(\d+)\.tar$")
 TEACHER_DIR, LABEL_DIR = "teacher", "labels"  # archive prefixes, also the manifest's kinds
@@ -61,24 +68,20 @@ class DirCopy:
 
 
 def _teacher_root(runs_dir: Path) -> Path:
-    from flowdistill.teacher.llm_teacher import CHECKPOINT_ROOT
-
-    return Path(runs_dir) / CHECKPOINT_ROOT
+    return Path(runs_dir) / LLM_TEACHER_DIR
 
 
 def candidates(runs_dir: Path, label_root: Path | None) -> list[tuple[str, str, Path]]:
     """``(key, kind, path)`` of every directory to carry: the LLM teacher checkpoints (name
     order), then the unfinished labelling runs under ``label_root`` (None: none)."""
-    from flowdistill.teacher.llm_labels import MANIFEST, PARTIAL_SUFFIX
-
     out = []
     root = _teacher_root(runs_dir)
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         if SAFE_PART.match(d.name) and (d / TEACHER_JSON).is_file():
             out.append((f"{TEACHER_DIR}/{d.name}", TEACHER_DIR, d))
     if label_root is not None and Path(label_root).is_dir():
-        for d in sorted(Path(label_root).glob(f"*{PARTIAL_SUFFIX}")):
-            if SAFE_PART.match(d.name) and (d / MANIFEST).is_file():
+        for d in sorted(Path(label_root).glob(f"*{LABELS_PARTIAL_SUFFIX}")):
+            if SAFE_PART.match(d.name) and (d / LABELS_PARTIAL_MANIFEST).is_file():
                 out.append((f"{LABEL_DIR}/{d.name}", LABEL_DIR, d))
     return out
 
@@ -137,14 +140,12 @@ def check_teacher(files: dict[str, bytes], stats: dict[str, tuple]) -> dict | No
 def check_labels(files: dict[str, bytes]) -> tuple[dict[str, bytes], dict] | None:
     """The manifest and the chunks it names (each matching its sha256), and ``{"chunks"}``;
     None when the manifest is unreadable or names a chunk not read or not matching."""
-    from flowdistill.teacher.llm_labels import MANIFEST, MANIFEST_FORMAT
-
     try:
-        manifest = json.loads(files[MANIFEST])
-        if manifest.get("format") != MANIFEST_FORMAT:
+        manifest = json.loads(files[LABELS_PARTIAL_MANIFEST])
+        if manifest.get("format") != LABELS_PARTIAL_FORMAT:
             return None
         chunks = manifest.get("chunks") or {}
-        keep = {MANIFEST: files[MANIFEST]}
+        keep = {LABELS_PARTIAL_MANIFEST: files[LABELS_PARTIAL_MANIFEST]}
         for info in chunks.values():
             name = info["file"]
             if not SAFE_PART.match(name) or name not in files or \
@@ -196,8 +197,6 @@ def write_parts(out_dir: Path, runs_dir: Path, label_root: Path | None, part_lim
                 total_limit: float, generation: int) -> dict:
     """Read every candidate directory and write the ``llm-<generation>-<i>.tar`` parts into
     ``out_dir``; returns their manifest ``{"parts": [...], "left_out": [...]}``."""
-    from .snapshot import _add_bytes, sha256_bytes
-
     parts: list[list[DirCopy]] = [[]]
     sizes, total, left_out = [0], 0, []
     for key, kind, d in candidates(runs_dir, label_root):
@@ -228,7 +227,7 @@ def write_parts(out_dir: Path, runs_dir: Path, label_root: Path | None, part_lim
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for copy in members:
                 for rel, data in sorted(copy.files.items()):
-                    _add_bytes(tar, f"{copy.key}/{rel}", data)
+                    add_bytes(tar, f"{copy.key}/{rel}", data)
                 dirs[copy.key] = {"kind": copy.kind, **copy.info,
                                   "bytes": sum(len(b) for b in copy.files.values()),
                                   "files": sorted(copy.files)}
@@ -256,10 +255,8 @@ def local_teacher_steps(d: Path) -> int | None:
 def local_label_chunks(d: Path) -> int | None:
     """Chunks named by the manifest of the labelling run ``d``; None when absent or
     unreadable."""
-    from flowdistill.teacher.llm_labels import MANIFEST
-
     try:
-        return len(json.loads((d / MANIFEST).read_bytes()).get("chunks") or {})
+        return len(json.loads((d / LABELS_PARTIAL_MANIFEST).read_bytes()).get("chunks") or {})
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -274,8 +271,6 @@ def seed(snapshot_dir: Path, manifest: dict, runs_dir: Path, label_root: Path | 
          problems: list[str]) -> list[str]:
     """Restore the LLM directories of a snapshot's ``llm`` manifest (see the module docstring);
     returns the keys restored and appends one line per problem to ``problems``."""
-    from .snapshot import STATUS_FILE, sha256_bytes
-
     restored = []
     for part in manifest.get("parts", []):
         path = Path(snapshot_dir) / str(part.get("file", ""))
@@ -308,13 +303,12 @@ def _dir_files(tar: tarfile.TarFile, members: dict, key: str, info: dict, part: 
                problems: list[str]) -> dict[str, bytes] | None:
     """The files of directory ``key`` in a part, every name checked; None (and a problem line)
     when the key, a name or a member is not what it must be."""
-    from flowdistill.teacher.llm_labels import PARTIAL_SUFFIX
-
     kind, _, name = str(key).partition("/")
+    bad_label = kind == LABEL_DIR and not name.endswith(LABELS_PARTIAL_SUFFIX)
     if kind not in (TEACHER_DIR, LABEL_DIR) or info.get("kind") != kind or \
-            not SAFE_PART.match(name) or (kind == LABEL_DIR and not name.endswith(PARTIAL_SUFFIX)):
+            not SAFE_PART.match(name) or bad_label:
         problems.append(f"{part}: directory {key!r} ignored (expected teacher/<name> or "
-                        f"labels/<version key>{PARTIAL_SUFFIX})")
+                        f"labels/<version key>{LABELS_PARTIAL_SUFFIX})")
         return None
     files = {}
     for rel in info.get("files") or []:
@@ -346,8 +340,6 @@ def _restore(key: str, files: dict[str, bytes], runs_dir: Path, label_root: Path
             return False
         _write_dir(target, files)
         return True
-    from flowdistill.teacher.llm_labels import PARTIAL_SUFFIX
-
     if label_root is None:
         problems.append(f"{key}: no label root to restore it into; not restored")
         return False
@@ -355,7 +347,7 @@ def _restore(key: str, files: dict[str, bytes], runs_dir: Path, label_root: Path
     if checked is None:
         problems.append(f"{key}: its manifest does not match its chunks; not restored")
         return False
-    version = name[:-len(PARTIAL_SUFFIX)]
+    version = name[:-len(LABELS_PARTIAL_SUFFIX)]
     target = Path(label_root) / name
     if (Path(label_root) / version).exists():
         return False  # the store is published here already

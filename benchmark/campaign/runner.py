@@ -211,7 +211,7 @@ class CampaignRunner:
         t0 = self.t0 = time.monotonic()
         self.start_wall = time.time()
         self.deadline = None if cfg.deadline is None else t0 + (cfg.deadline - time.time())
-        from flowdistill.teacher.model_labels import default_label_root
+        from ..paths import default_label_root
 
         label_root = default_label_root()  # where the teacher jobs' labels go
         seeded: dict = {"records": 0, "checkpoints": [], "llm": [], "log": [], "problems": []}

@@ -29,7 +29,6 @@ label directory without replacing anything newer.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -44,9 +43,9 @@ from ..atomic import atomic_file, atomic_write_bytes, atomic_write_json, atomic_
 from ..locks import RunLockTimeout, run_lock
 from ..records import is_finished, now_iso, record_path
 from . import llm_carry
+from .archive import STATUS_FILE, add_bytes, sha256_bytes
 from .llm_carry import LLM_PART_PATTERN
 
-STATUS_FILE = "status.json"
 RECORDS_ARCHIVE = "records.tar.gz"
 LOG_FILE = "log.jsonl"
 PART_PATTERN = re.compile(r"^checkpoints-(\d+)-(\d+)\.tar$")
@@ -69,10 +68,6 @@ class SnapshotConfig:
     checkpoints: bool = True
     part_mb: float = 15.0
     max_mb: float = 30.0
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _checkpoint_fields(data: bytes, *keys: str) -> dict:
@@ -226,7 +221,7 @@ class Snapshotter:
                             data = p.read_bytes()
                         except FileNotFoundError:
                             continue
-                        _add_bytes(tar, p.name, data)
+                        add_bytes(tar, p.name, data)
             self._records_sig = sig
         return {"file": RECORDS_ARCHIVE, "count": len(paths)}
 
@@ -266,7 +261,7 @@ class Snapshotter:
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 for run_id, kind, files in members:
                     for fname, data in sorted(files.items()):
-                        _add_bytes(tar, f"{run_id}/{fname}", data)
+                        add_bytes(tar, f"{run_id}/{fname}", data)
                     epoch = (_checkpoint_fields(files["last.pt"], "epoch")["epoch"]
                              if "last.pt" in files else None)
                     runs[run_id] = {"kind": kind, "epoch": epoch, "files": sorted(files)}
@@ -297,14 +292,6 @@ def _mtime(path: Path) -> int | None:
         return path.stat().st_mtime_ns
     except FileNotFoundError:
         return None
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(time.time())
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 # -------------------------------------------------------------------- seeding

@@ -38,6 +38,11 @@ from benchmark.data.stdata import DataError
 from benchmark.data.windows import PreparedData
 from benchmark.device import device_description, resolve_device
 from benchmark.locks import run_lock
+from benchmark.paths import (
+    LABELS_PARTIAL_FORMAT,
+    LABELS_PARTIAL_MANIFEST,
+    LABELS_PARTIAL_SUFFIX,
+)
 
 from .backends import PromptSource, backend_version, get_backend
 from .finetune import load_prepared, load_teacher, read_config, scaler_from_meta
@@ -45,9 +50,9 @@ from .prompts import TEMPLATE_VERSION, PromptBuilder, pairs, template_hash
 
 DTYPES = ("float32", "bfloat16")
 INPUT_SCALERS = ("teacher", "target")
-PARTIAL_SUFFIX = ".partial"
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "flowdistill-soft-labels-partial"
+PARTIAL_SUFFIX = LABELS_PARTIAL_SUFFIX
+MANIFEST = LABELS_PARTIAL_MANIFEST
+MANIFEST_FORMAT = LABELS_PARTIAL_FORMAT
 
 
 def unique_starts(prepared: PreparedData, splits: tuple[str, ...]) -> np.ndarray:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
 
+from benchmark.paths import LLM_TEACHER_DIR
+
 from .reference import label_fraction, parse_reference
 
 SPEC_KEYS = {"description", "finetune", "label"}
@@ -47,7 +49,7 @@ LABEL_SET_HERE = {"checkpoint_dir", "dataset_id", "protocol", "splits", "store_r
                   "dataset_options", "input_scaler", "max_windows", "overwrite"}
 # the folder of the runs directory that holds the LLM teachers' checkpoints (campaign snapshots
 # carry it: :mod:`benchmark.campaign.llm_carry`)
-CHECKPOINT_ROOT = "llm-teacher"
+CHECKPOINT_ROOT = LLM_TEACHER_DIR
 # TeacherFinetuneConfig fields that do not change the teacher's weights (not hashed into the
 # checkpoint's directory name)
 RUN_CONTROL = {"progress", "resume", "num_threads", "device", "eval_every", "save_every",

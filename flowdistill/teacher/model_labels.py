@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from benchmark.experiment import (
     load_trained_model,
     run_experiment,
 )
-from benchmark.paths import workspace_root
+from benchmark.paths import default_label_root as paths_label_root
 from benchmark.records import is_finished
 
 from .label_store import SoftLabelStore, version_key
@@ -38,9 +37,9 @@ LABEL_SPLITS = ("train_all", "val", "test")
 
 
 def default_label_root() -> Path:
-    """``FLOWDISTILL_LABELS``, else ``<workspace>/cache/labels`` (ignored by git; see
-    :mod:`benchmark.paths`)."""
-    return Path(os.environ.get("FLOWDISTILL_LABELS", workspace_root() / "cache" / "labels"))
+    """``FLOWDISTILL_LABELS``, else ``<workspace>/cache/labels`` (ignored by git):
+    :func:`benchmark.paths.default_label_root`."""
+    return paths_label_root()
 
 
 def label_from_model(spec: RunSpec, label_root: Path | None = None,
