@@ -138,3 +138,14 @@ def test_seeding_refuses_damaged_parts_and_odd_members(tmp_path):
     assert got["records"] == 1 and sorted(p.name for p in rec.iterdir()) == ["ok.json"]
     assert not (tmp_path / "d" / "evil.json").exists()
     assert sum("ignored" in p for p in got["problems"]) == 2
+
+
+def test_split_into_parts_hand_worked():
+    """Limit 10: a (4) b (5) fit one part; c (3) would make 12, so it starts the next; d (11),
+    larger than the limit, gets a part of its own; e (1) follows it there only if it fits
+    (11 + 1 > 10: a new part)."""
+    from benchmark.campaign.archive import split_into_parts
+
+    sized = [("a", 4), ("b", 5), ("c", 3), ("d", 11), ("e", 1)]
+    assert split_into_parts(sized, 10) == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert split_into_parts([], 10) == []

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_dir, atomic_write_bytes
+from ..atomic import atomic_dir
 from ..locks import RunLockTimeout, run_lock
 from ..paths import (
     LABELS_PARTIAL_FORMAT,
@@ -45,7 +45,7 @@ from ..paths import (
     LABELS_PARTIAL_SUFFIX,
     LLM_TEACHER_DIR,
 )
-from .archive import STATUS_FILE, add_bytes, sha256_bytes
+from .archive import STATUS_FILE, sha256_bytes, split_into_parts, write_part
 
 LLM_PART_PATTERN = re.compile(r"^llm-(\d+)-(\d+)\.tar$")
 TEACHER_DIR, LABEL_DIR = "teacher", "labels"  # archive prefixes, also the manifest's kinds
@@ -197,8 +197,8 @@ def write_parts(out_dir: Path, runs_dir: Path, label_root: Path | None, part_lim
                 total_limit: float, generation: int) -> dict:
     """Read every candidate directory and write the ``llm-<generation>-<i>.tar`` parts into
     ``out_dir``; returns their manifest ``{"parts": [...], "left_out": [...]}``."""
-    parts: list[list[DirCopy]] = [[]]
-    sizes, total, left_out = [0], 0, []
+    taken: list[tuple[DirCopy, int]] = []
+    total, left_out = 0, []
     for key, kind, d in candidates(runs_dir, label_root):
         listed = stat_tree(d, teacher_skip(d) if kind == TEACHER_DIR else frozenset()) or {}
         size = sum(s[1] for s in listed.values())
@@ -213,28 +213,17 @@ def write_parts(out_dir: Path, runs_dir: Path, label_root: Path | None, part_lim
             left_out.append({"dir": key, "bytes": size, "reason": reason})
             continue
         size = sum(len(b) for b in copy.files.values())
-        if parts[-1] and sizes[-1] + size > part_limit:
-            parts.append([])
-            sizes.append(0)
-        parts[-1].append(copy)
-        sizes[-1] += size
+        taken.append((copy, size))
         total += size
     manifest: dict = {"parts": [], "left_out": left_out}
-    for i, members in enumerate(p for p in parts if p):
-        name = f"llm-{generation}-{i}.tar"
-        buf = io.BytesIO()
-        dirs = {}
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for copy in members:
-                for rel, data in sorted(copy.files.items()):
-                    add_bytes(tar, f"{copy.key}/{rel}", data)
-                dirs[copy.key] = {"kind": copy.kind, **copy.info,
-                                  "bytes": sum(len(b) for b in copy.files.values()),
-                                  "files": sorted(copy.files)}
-        data = buf.getvalue()
-        atomic_write_bytes(Path(out_dir) / name, data)
-        manifest["parts"].append({"file": name, "sha256": sha256_bytes(data),
-                                  "bytes": len(data), "dirs": dirs})
+    for i, members in enumerate(split_into_parts(taken, part_limit)):
+        dirs = {copy.key: {"kind": copy.kind, **copy.info,
+                           "bytes": sum(len(b) for b in copy.files.values()),
+                           "files": sorted(copy.files)} for copy in members}
+        entry = write_part(Path(out_dir) / f"llm-{generation}-{i}.tar",
+                           ((f"{copy.key}/{rel}", data) for copy in members
+                            for rel, data in sorted(copy.files.items())))
+        manifest["parts"].append({**entry, "dirs": dirs})
     return manifest
 
 

@@ -43,7 +43,7 @@ from ..atomic import atomic_file, atomic_write_bytes, atomic_write_json, atomic_
 from ..locks import RunLockTimeout, run_lock
 from ..records import is_finished, now_iso, record_path
 from . import llm_carry
-from .archive import STATUS_FILE, add_bytes, sha256_bytes
+from .archive import STATUS_FILE, add_bytes, sha256_bytes, split_into_parts, write_part
 from .llm_carry import LLM_PART_PATTERN
 
 RECORDS_ARCHIVE = "records.tar.gz"
@@ -235,8 +235,8 @@ class Snapshotter:
                                            for p in self._ckpt_manifest["parts"]):
             return self._ckpt_manifest
         part_limit, total_limit = self.config.part_mb * MB, self.config.max_mb * MB
-        parts: list[list[tuple[str, str, dict[str, bytes]]]] = [[]]
-        sizes, total, left_out = [0], 0, []
+        taken: list[tuple[tuple[str, str, dict[str, bytes]], int]] = []
+        total, left_out = 0, []
         for run_id, kind in carry:
             files = read_checkpoints(self.runs_dir / run_id, kind)
             if not files:
@@ -245,30 +245,21 @@ class Snapshotter:
             if total + size > total_limit or size > part_limit:
                 left_out.append(run_id)
                 continue
-            if parts[-1] and sizes[-1] + size > part_limit:
-                parts.append([])
-                sizes.append(0)
-            parts[-1].append((run_id, kind, files))
-            sizes[-1] += size
+            taken.append(((run_id, kind, files), size))
             total += size
         manifest: dict = {"parts": [], "left_out": left_out}
         gen = self._generation
         self._generation += 1
-        for i, members in enumerate(p for p in parts if p):
-            name = f"checkpoints-{gen}-{i}.tar"
-            buf = io.BytesIO()
+        for i, members in enumerate(split_into_parts(taken, part_limit)):
             runs = {}
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                for run_id, kind, files in members:
-                    for fname, data in sorted(files.items()):
-                        add_bytes(tar, f"{run_id}/{fname}", data)
-                    epoch = (_checkpoint_fields(files["last.pt"], "epoch")["epoch"]
-                             if "last.pt" in files else None)
-                    runs[run_id] = {"kind": kind, "epoch": epoch, "files": sorted(files)}
-            data = buf.getvalue()
-            atomic_write_bytes(self.out_dir / name, data)
-            manifest["parts"].append({"file": name, "sha256": sha256_bytes(data),
-                                      "bytes": len(data), "runs": runs})
+            for run_id, kind, files in members:
+                epoch = (_checkpoint_fields(files["last.pt"], "epoch")["epoch"]
+                         if "last.pt" in files else None)
+                runs[run_id] = {"kind": kind, "epoch": epoch, "files": sorted(files)}
+            entry = write_part(self.out_dir / f"checkpoints-{gen}-{i}.tar",
+                               ((f"{run_id}/{fname}", data) for run_id, _, files in members
+                                for fname, data in sorted(files.items())))
+            manifest["parts"].append({**entry, "runs": runs})
         self._ckpt_sig, self._ckpt_manifest = sig_t, manifest
         return manifest
 
