@@ -20,24 +20,18 @@ from benchmark.campaign import llm_carry
 from benchmark.campaign.snapshot import SnapshotConfig, Snapshotter, seed_from_snapshot
 from flowdistill.teacher import finetune as ft
 from flowdistill.teacher import llm_labels as labeling
-from flowdistill.teacher.finetune import TeacherFinetuneConfig, finetune
+from flowdistill.teacher.finetune import finetune
 from flowdistill.teacher.label_store import ARRAY_FILES
 from flowdistill.teacher.llm_teacher import CHECKPOINT_ROOT
+from tests.tiny_teacher import OPTS, tiny_config
 
-OPTS = {"num_nodes": 3, "num_days": 4, "steps_per_day": 24}
 NAME = "tiny-synthetic-f1-0123456789"
 # 3 nodes, chunk_pairs 6: a backend call is 2 windows; chunk_windows 3 rounds up to 4
 LABELLING = dict(splits=("val", "test"), progress=False, dataset_options=OPTS, chunk_pairs=6,
                  chunk_windows=3)
 
 
-def _cfg(out: Path, **kw) -> TeacherFinetuneConfig:
-    base = dict(dataset="synthetic", dataset_options=OPTS, backbone="tiny", tuning="lora",
-                lora_r=4, lora_alpha=8, steps=4, batch_size=4, lr=5e-3, warmup_steps=1,
-                eval_every=2, eval_pairs=8, save_every=2, tokenizer_windows=10,
-                output_dir=str(out), progress=False, seed=0)
-    base.update(kw)
-    return TeacherFinetuneConfig(**base)
+_cfg = tiny_config
 
 
 class Killed(Exception):

@@ -21,32 +21,13 @@ from benchmark.loop import Callback
 from benchmark.records import is_finished
 from benchmark.sweep import SweepSpec
 from benchmark.trainer import TrainConfig
+from tests.test_campaign import SWEEP as SWEEP_TEMPLATE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SWEEP = """
-name = "park"
-models = ["stid", "last-value"]
-datasets = ["synthetic"]
-seeds = [0]
-efficiency = false
-[dataset_options.synthetic]
-num_nodes = 4
-num_days = 7
-steps_per_day = 24
-[train]
-epochs = 6
-patience = 1000
-max_train_batches = 2
-batch_size = 16
-num_threads = 1
-[hparams.stid]
-embed_dim = 8
-node_dim = 8
-tod_dim = 8
-dow_dim = 8
-num_layers = 1
-"""
+# test_campaign's smoke sweep: STID for 6 epochs of 2 batches, and a closed-form fit
+SWEEP = SWEEP_TEMPLATE.format(name="park", models='["stid", "last-value"]', seeds="[0]",
+                              teacher="", epochs=6)
 
 
 def test_next_epoch_ends_late_hand_worked():

@@ -23,17 +23,9 @@ from flowdistill.teacher.finetune import (
     targets_for,
 )
 from flowdistill.teacher.prompts import PromptBuilder
+from tests.tiny_teacher import OPTS, tiny_config
 
-OPTS = {"num_nodes": 3, "num_days": 4, "steps_per_day": 24}
-
-
-def _cfg(out, **kw) -> TeacherFinetuneConfig:
-    base = dict(dataset="synthetic", dataset_options=OPTS, backbone="tiny", tuning="lora",
-                lora_r=4, lora_alpha=8, steps=4, batch_size=4, lr=5e-3, warmup_steps=1,
-                eval_every=2, eval_pairs=8, save_every=2, tokenizer_windows=10,
-                output_dir=str(out), progress=False, seed=0)
-    base.update(kw)
-    return TeacherFinetuneConfig(**base)
+_cfg = tiny_config
 
 
 @pytest.fixture(scope="module")
