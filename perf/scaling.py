@@ -575,7 +575,6 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
     if command and command not in commands:
         commands.append(command)
     session = new_session(command)
-    session_added = False
     index = {_key(r): i for i, r in enumerate(rows)}
 
     def done(m: str, n: int) -> bool:
@@ -608,9 +607,8 @@ def run_scaling(models: Iterable[str], nodes: Iterable[int], cfg: ScalingConfig,
             if _is_limit(row):
                 failed_at.setdefault(m, (n, row["status"], row.get("supports", "")))
         row["session"] = session["id"]
-        if not session_added:
+        if session not in sessions:  # listed once it has measured something
             sessions.append(session)
-            session_added = True
         key = (m, n, device, cfg.supports)
         if key in index:
             rows[index[key]] = row

@@ -190,16 +190,15 @@ class Case:
                 **_elapsed("end", marks["steps_end"], marks["end"]),
                 **_elapsed("val", t0, _clock()), "val_mae": val}
 
-    def batches(self):
-        """The trainer's first-epoch batches (same seed, same permutation), gathered on the
-        device one at a time as they are iterated."""
+    def batch_source(self):
+        """The trainer's batch source (same seed: its first epoch is the trainer's first-epoch
+        permutation); an epoch's batches are gathered on the device as they are iterated."""
         from benchmark.trainer import WindowBatches
 
         cfg = self.config
         objective = self.objective_factory()
-        source = WindowBatches(self.prepared, cfg.batch_size, cfg.seed,
-                               objective.teacher_labels(), cfg.max_train_batches, self.device)
-        return source.epoch(None)
+        return WindowBatches(self.prepared, cfg.batch_size, cfg.seed,
+                             objective.teacher_labels(), cfg.max_train_batches, self.device)
 
     def bare_epoch(self) -> dict:
         """Seconds of the bare loop over the same batches, and of a bare validation pass."""
@@ -210,7 +209,7 @@ class Case:
         from benchmark.trainer import make_optimizer
 
         cfg = self.config
-        batches = self.batches()  # gathered inside the clock, one batch per step
+        batches = self.batch_source().epoch(None)  # gathered inside the clock, per step
         val_windows = self.val_prepared.on_device(self.device)
         objective = self.objective_factory()
         torch.manual_seed(cfg.seed)
@@ -294,7 +293,7 @@ def measure_model(model_name: str, args) -> dict:
     cfg = case.config
     n_full = -(-len(case.prepared.starts("train")) // cfg.batch_size)
     val_scale = len(case.prepared.starts("val")) / len(case.val_prepared.starts("val"))
-    k = sum(1 for _ in case.batches())
+    k = len(case.batch_source())
     full = [full_epoch_ratio(t, b, k, n_full, val_scale)
             for t, b in zip(runs["trainer"], runs["bare"], strict=True)]
     ratios["full_epoch_s"] = [f[0] for f in full]
