@@ -38,9 +38,10 @@ import itertools
 import json
 import tomllib
 import traceback
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field, fields, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -138,8 +139,6 @@ class SweepSpec:
         """The same sweep restricted to some of its ``datasets``, ``models``, ``fractions`` or
         ``seeds`` (None keeps all). Its runs keep their ids: a run id never depends on the rest
         of the grid. A value the sweep does not have raises ValueError naming ``source``."""
-        from dataclasses import replace
-
         changes = {}
         for axis, wanted in keep.items():
             if axis not in ("datasets", "models", "fractions", "seeds"):
@@ -236,8 +235,6 @@ def resolve_teachers(sweep: SweepSpec, create: bool = True, *, records_dir: Path
     ``create``, their records in ``records_dir``, checkpoints in ``runs_dir`` and labels in
     ``label_root``; None: the defaults); unresolvable references are dropped when not
     creating."""
-    from dataclasses import replace
-
     from .models import registry
 
     registry()  # importing the model packages registers their resolvers
@@ -307,19 +304,35 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
     its lock, and the other sweep counts it as skipped. Teachers the sweep trains (``model:``
     references) keep their records and checkpoints beside the sweep's and their labels in
     ``label_root`` (None: ``$FLOWDISTILL_LABELS``, else the workspace's ``cache/labels``)."""
-    sweep = resolve_teachers(sweep, records_dir=records_dir, runs_dir=runs_dir,
-                             label_root=label_root)
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     result = SweepResult()
+    untrained: set[str] = set()
+    if executor == "local" and workers > 1:
+        # teachers still to train: their training takes a pool slot beside the runs that need
+        # no teacher, instead of holding up the whole sweep (run ids are the same either way)
+        ready = resolve_teachers(sweep, create=False, records_dir=records_dir,
+                                 runs_dir=runs_dir, label_root=label_root)
+        untrained = {ds for ds in sweep.teachers if ds in sweep.datasets} - set(ready.teachers)
+        independent = [s for s in ready.expand() if not _waits_for(s, untrained)
+                       and not is_finished(records_dir, s.run_id())]
+        if not independent:
+            untrained = set()
+    if untrained:
+        specs = [s for s in ready.expand() if not _waits_for(s, untrained)]
+        n_waiting = len(sweep.grid()) - len(specs)
+    else:
+        sweep = resolve_teachers(sweep, records_dir=records_dir, runs_dir=runs_dir,
+                                 label_root=label_root)
+        specs, n_waiting = sweep.expand(), 0
     todo = []
-    for spec in sweep.expand():
+    for spec in specs:
         if is_finished(records_dir, spec.run_id()):
             result.skipped.append(spec.run_id())
         else:
             spec.train.progress = progress and workers == 1 and executor == "local"
             todo.append(spec)
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", disable=not progress)
+    bar = tqdm(total=len(todo) + n_waiting, desc=f"sweep {sweep.name}", disable=not progress)
 
     def done(run_id: str, outcome: str, err: str | None) -> None:
         if outcome == FINISHED:
@@ -342,18 +355,85 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
         init = tune_malloc if malloc_tuned() else None
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                  initializer=init) as pool:
-            futs = {pool.submit(_run_one, s, str(records_dir), str(runs_dir)): s for s in todo}
-            for f in as_completed(futs):
-                try:
-                    done(*f.result())
-                except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
-                    done(futs[f].run_id(), FAILED, traceback.format_exc())
+            if untrained:
+                _pool_with_teachers(pool, workers, sweep, untrained, todo, records_dir, runs_dir,
+                                    label_root, result, bar, done)
+            else:
+                futs = {pool.submit(_run_one, s, str(records_dir), str(runs_dir)): s
+                        for s in todo}
+                for f in as_completed(futs):
+                    try:
+                        done(*f.result())
+                    except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
+                        done(futs[f].run_id(), FAILED, traceback.format_exc())
     elif executor == "ray":
         _run_ray(todo, records_dir, runs_dir, ray_resources or {}, done)
     else:
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     bar.close()
     return result
+
+
+def _waits_for(spec: RunSpec, untrained: set[str]) -> bool:
+    """Whether ``spec`` needs a teacher that ``untrained`` says is still to be trained."""
+    return spec.dataset in untrained and _uses_teacher(spec.model)
+
+
+def _train_teachers(sweep: SweepSpec, records_dir: str, runs_dir: str,
+                    label_root: str | None) -> dict[str, str]:
+    """A pool task: the sweep's teachers resolved (trained and labelling where needed)."""
+    return resolve_teachers(sweep, records_dir=Path(records_dir), runs_dir=Path(runs_dir),
+                            label_root=None if label_root is None else Path(label_root)).teachers
+
+
+def _pool_with_teachers(pool: ProcessPoolExecutor, workers: int, sweep: SweepSpec,
+                        untrained: set[str], todo: list[RunSpec], records_dir: Path,
+                        runs_dir: Path, label_root: Path | None, result: SweepResult, bar,
+                        done: Callable[[str, str, str | None], None]) -> None:
+    """Train the sweep's missing teachers in one pool slot while the runs that need no teacher
+    (``todo``) take the others; once the teachers are ready their students go first. Never
+    more than ``workers`` tasks at once. A teacher that fails to train is raised after the
+    other runs have finished (its students are not started)."""
+    teacher = pool.submit(_train_teachers, sweep, str(records_dir), str(runs_dir),
+                          None if label_root is None else str(label_root))
+    independent, students = deque(todo), deque()
+    running: dict = {}
+    teacher_error: BaseException | None = None
+
+    def fill() -> None:
+        while len(running) + (teacher is not None) < workers and (students or independent):
+            spec = (students or independent).popleft()
+            running[pool.submit(_run_one, spec, str(records_dir), str(runs_dir))] = spec
+
+    fill()
+    while running or teacher is not None:
+        waiting = set(running) | ({teacher} if teacher is not None else set())
+        for f in wait(waiting, return_when=FIRST_COMPLETED)[0]:
+            if f is teacher:
+                teacher = None
+                try:
+                    resolved = replace(sweep, teachers=f.result())
+                except Exception as e:  # noqa: BLE001 - raised once the other runs are done
+                    teacher_error = e
+                    continue
+                for spec in resolved.expand():
+                    if not _waits_for(spec, untrained):
+                        continue
+                    if is_finished(records_dir, spec.run_id()):
+                        result.skipped.append(spec.run_id())
+                        bar.update(1)
+                    else:
+                        spec.train.progress = False
+                        students.append(spec)
+                continue
+            spec = running.pop(f)
+            try:
+                done(*f.result())
+            except Exception:  # noqa: BLE001 - a worker died (killed, out of memory)
+                done(spec.run_id(), FAILED, traceback.format_exc())
+        fill()
+    if teacher_error is not None:
+        raise teacher_error
 
 
 def _run_ray(todo: list[RunSpec], records_dir: Path, runs_dir: Path, resources: dict,

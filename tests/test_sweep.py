@@ -1,10 +1,15 @@
 """Sweeps: expansion, skipping finished runs, and a killed sweep resumed by the same command."""
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -112,17 +117,131 @@ def test_ray_executor_runs_a_tiny_sweep(tmp_path):
     assert len(res.finished) == 6 and not res.failed
 
 
-def test_sweep_with_model_teacher(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLOWDISTILL_RECORDS", str(tmp_path / "rec"))
-    monkeypatch.setenv("FLOWDISTILL_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("FLOWDISTILL_LABELS", str(tmp_path / "labels"))
-    text = TOML.replace('models = ["last-value", "ridge", "ha-slot"]',
-                        'models = ["flowdistill", "mlp"]').replace("seeds = [0, 1]", "seeds = [0]")
-    text = text.replace("[dataset_options.synthetic]",
-                        '[teachers]\nsynthetic = "model:ridge"\n[dataset_options.synthetic]')
-    spec = SweepSpec.from_toml(write_spec(tmp_path, text))
-    assert sweep_status(spec)["finished"] == 0
-    res = run_sweep(spec, progress=False)
+TEACHER_TOML = (TOML.replace('models = ["last-value", "ridge", "ha-slot"]',
+                             'models = ["flowdistill", "mlp"]')
+                .replace("seeds = [0, 1]", "seeds = [0]")
+                .replace("[dataset_options.synthetic]",
+                         '[teachers]\nsynthetic = "model:ridge"\n[dataset_options.synthetic]'))
+
+
+def _metrics(rec: Path) -> dict:
+    return {p.name: json.loads(p.read_text())["metrics"] for p in sorted(rec.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def sequential_teacher_sweep(tmp_path_factory):
+    """The teacher sweep run with one worker (the teacher first, in this process)."""
+    root = tmp_path_factory.mktemp("seq")
+    spec = SweepSpec.from_toml(write_spec(root, TEACHER_TOML))
+    res = run_sweep(spec, records_dir=root / "rec", runs_dir=root / "runs",
+                    label_root=root / "labels", progress=False)
+    return root, res
+
+
+def test_sweep_with_model_teacher(sequential_teacher_sweep):
+    root, res = sequential_teacher_sweep
+    spec = SweepSpec.from_toml(root / "s.toml")
     assert len(res.finished) == 2 and not res.failed, res.failed
-    assert sweep_status(spec) == {"name": "t", "runs": 2, "finished": 2}
-    assert len(list((tmp_path / "labels").iterdir())) == 1
+    assert sweep_status(spec, root / "rec", label_root=root / "labels") \
+        == {"name": "t", "runs": 2, "finished": 2}
+    assert len(list((root / "labels").iterdir())) == 1
+
+
+def test_teacher_trained_in_the_pool_gives_the_same_runs(tmp_path, sequential_teacher_sweep):
+    """With two workers the teacher trains in a pool slot beside the run that needs none; the
+    runs, their ids and their metrics are those of the sequential sweep, bitwise."""
+    seq_root, seq = sequential_teacher_sweep
+    spec = SweepSpec.from_toml(write_spec(tmp_path, TEACHER_TOML))
+    res = run_sweep(spec, workers=2, records_dir=tmp_path / "rec", runs_dir=tmp_path / "runs",
+                    label_root=tmp_path / "labels", progress=False)
+    assert sorted(res.finished) == sorted(seq.finished) and not res.failed, res.failed
+    # the teacher's record too (tag teacher), in the sweep's records directory
+    assert _metrics(tmp_path / "rec") == _metrics(seq_root / "rec")
+    assert len(_metrics(tmp_path / "rec")) == 3
+    again = run_sweep(spec, workers=2, records_dir=tmp_path / "rec", runs_dir=tmp_path / "runs",
+                      label_root=tmp_path / "labels", progress=False)
+    assert sorted(again.skipped) == sorted(seq.finished) and not again.finished
+
+
+def test_pool_trains_the_teacher_beside_independent_runs(tmp_path, monkeypatch):
+    """The scheduling alone (threads and stand-ins for training): the teacher takes one slot
+    while runs that need no teacher take the others, never more than ``workers`` at once, the
+    students start only with the teacher's labels and before the independent runs still
+    queued."""
+    import benchmark.sweep as sweep_mod
+
+    spec = SweepSpec.from_toml(write_spec(tmp_path, TEACHER_TOML.replace(
+        '"mlp"]', '"mlp", "ridge", "last-value"]').replace("seeds = [0]", "seeds = [0, 1]")))
+    lock, events = threading.Lock(), []
+    active = [0, 0]  # now, most
+    independent_started, teacher_returned = threading.Event(), threading.Event()
+
+    def enter(what):
+        with lock:
+            active[0] += 1
+            active[1] = max(active)
+            events.append(what)
+
+    def leave():
+        with lock:
+            active[0] -= 1
+
+    def fake_teachers(sweep, records_dir, runs_dir, label_root):
+        enter("teacher")
+        # returns only once a run that needs no teacher has started beside it
+        assert independent_started.wait(30), "no run started while the teacher trained"
+        teacher_returned.set()
+        leave()
+        return {"synthetic": "/store/ridge"}
+
+    def fake_run(spec, records_dir, runs_dir):
+        enter((spec.model, spec.train.seed, spec.teacher))
+        if spec.teacher is None:
+            independent_started.set()
+            assert teacher_returned.wait(30)
+        leave()
+        return spec.run_id(), sweep_mod.FINISHED, None
+
+    monkeypatch.setattr(sweep_mod, "_train_teachers", fake_teachers)
+    monkeypatch.setattr(sweep_mod, "_run_one", fake_run)
+    specs = [s for s in spec.expand() if s.model != "flowdistill"]
+    result = sweep_mod.SweepResult()
+    with ThreadPoolExecutor(2) as pool:
+        sweep_mod._pool_with_teachers(pool, 2, spec, {"synthetic"}, specs, tmp_path / "rec",
+                                      tmp_path / "runs", None, result,
+                                      types.SimpleNamespace(update=lambda n: None),
+                                      lambda run_id, outcome, err: result.finished.append(run_id))
+    assert active[1] == 2
+    assert events[:2] == ["teacher", ("mlp", 0, None)]
+    students = [e for e in events if e != "teacher" and e[0] == "flowdistill"]
+    assert students == [("flowdistill", 0, "/store/ridge"), ("flowdistill", 1, "/store/ridge")]
+    # with one slot left beside the teacher, at most one more independent run starts before
+    # the teacher's result is seen; the last two starts are independent runs
+    assert all(e[0] != "flowdistill" for e in events[-2:])
+    # every run once: the students with the teacher's labels (their ids name the store)
+    resolved = dataclasses.replace(spec, teachers={"synthetic": "/store/ridge"})
+    assert sorted(result.finished) == sorted(s.run_id() for s in resolved.expand())
+
+
+def test_pool_raises_a_failed_teacher_after_the_other_runs(tmp_path, monkeypatch):
+    import benchmark.sweep as sweep_mod
+
+    spec = SweepSpec.from_toml(write_spec(tmp_path, TEACHER_TOML))
+    ran = []
+
+    def failing_teachers(*args):
+        raise ValueError("teacher diverged")
+
+    def fake_run(spec, records_dir, runs_dir):
+        ran.append(spec.model)
+        return spec.run_id(), sweep_mod.FINISHED, None
+
+    monkeypatch.setattr(sweep_mod, "_train_teachers", failing_teachers)
+    monkeypatch.setattr(sweep_mod, "_run_one", fake_run)
+    specs = [s for s in spec.expand() if s.model == "mlp"]
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="teacher diverged"):
+        sweep_mod._pool_with_teachers(pool, 2, spec, {"synthetic"}, specs, tmp_path / "rec",
+                                      tmp_path / "runs", None, sweep_mod.SweepResult(),
+                                      types.SimpleNamespace(update=lambda n: None),
+                                      lambda *a: None)
+    assert ran == ["mlp"]  # the run that needs no teacher ran; no student started
