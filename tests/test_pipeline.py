@@ -27,7 +27,7 @@ from flowdistill.pipeline import (
 
 
 def test_shipped_profiles_load_into_their_steps():
-    assert pipeline.profile_names() == ["cpu", "paper", "smoke"]
+    assert pipeline.profile_names() == ["cpu", "cpu-llm", "paper", "smoke"]
     smoke = load_profile("smoke")
     assert (smoke.workers, smoke.out, smoke.self_contained) == (1, "runs/reproduce-smoke", True)
     assert [type(s) for s in smoke.steps] == [VerifyData, Sweep, Sweep, LLMTeacher, Figures]
@@ -39,8 +39,19 @@ def test_shipped_profiles_load_into_their_steps():
     scaling = next(s for s in cpu.steps if isinstance(s, Scaling))
     assert scaling.flags() == ["--batch-size", "8", "--warmup", "1", "--repeats", "5",
                                "--max-latency-s", "20", "--threads", "1", "--timeout-s", "180"]
-    llm = next(s for s in cpu.steps if isinstance(s, LLMTeacher))
+    # the cpu profile fits an hour on 2 cores (issue 16): its LLM-teacher arm is cpu-llm, which
+    # shares its workspace (so the student-cpu no-teacher runs are the student-llm control)
+    assert not any(isinstance(s, LLMTeacher) for s in cpu.steps)
+    cpu_llm = load_profile("cpu-llm")
+    assert (cpu_llm.workers, cpu_llm.out, cpu_llm.self_contained) == (2, "results", False)
+    assert [type(s) for s in cpu_llm.steps] == [VerifyData, LLMTeacher, Figures]
+    llm = cpu_llm.steps[1]
     assert llm.label == {"splits": ("train",), "protocol": {"train_fraction": 0.1}}
+    assert llm.students.name == "student-llm"
+    student_cpu = SweepSpec.from_toml(REPO_ROOT / "paper" / "experiments"
+                                      / "student_taxi_cpu.toml")
+    assert (llm.students.fractions, llm.students.seeds) == (student_cpu.fractions,
+                                                            student_cpu.seeds)
     paper = load_profile("paper")
     named = [s.name for s in paper.steps if isinstance(s, Sweep)]
     # every sweep TOML the paper profile names is the shipped file, read as such (a file of
