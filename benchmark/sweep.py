@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import tomllib
 import traceback
 from collections import deque
@@ -303,7 +304,10 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
     twice at once (two shells, two machines on one file system): each run trains once, under
     its lock, and the other sweep counts it as skipped. Teachers the sweep trains (``model:``
     references) keep their records and checkpoints beside the sweep's and their labels in
-    ``label_root`` (None: ``$FLOWDISTILL_LABELS``, else the workspace's ``cache/labels``)."""
+    ``label_root`` (None: ``$FLOWDISTILL_LABELS``, else the workspace's ``cache/labels``).
+    With one worker (or Ray) the teachers train first, in this process; with a local pool of
+    ``workers > 1`` they train in one of its slots while the runs that need no teacher take the
+    others (:func:`_pool_with_teachers`), which changes the order, never the runs."""
     records_dir = Path(records_dir or default_records_dir())
     runs_dir = Path(runs_dir or default_runs_dir())
     result = SweepResult()
@@ -351,10 +355,10 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
             done(*_run_one(spec, str(records_dir), str(runs_dir)))
     elif executor == "local":
         # spawned workers start a fresh interpreter: they get this process's malloc settings
-        # (the CLI's, see benchmark.allocator) here
-        init = tune_malloc if malloc_tuned() else None
+        # (the CLI's, see benchmark.allocator) and their share of the cores here
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=init) as pool:
+                                 initializer=_init_worker,
+                                 initargs=(worker_threads(workers), malloc_tuned())) as pool:
             if untrained:
                 _pool_with_teachers(pool, workers, sweep, untrained, todo, records_dir, runs_dir,
                                     label_root, result, bar, done)
@@ -372,6 +376,24 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     bar.close()
     return result
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """Torch threads of each of ``workers`` pool processes on ``cpus`` cores (None: this
+    machine's): an equal share, at least one. Without it every process would take torch's
+    default, all the cores, and N workers would run N x cores threads: two workers on two cores
+    made STID's and T-GCN's CPU epochs 4-5x slower (docs/reproduce.md). A run's own
+    ``train.num_threads`` still wins (the trainer sets it)."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(threads: int, tune: bool) -> None:
+    """A pool process's start: its malloc settings and its share of the cores."""
+    if tune:
+        tune_malloc()
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _waits_for(spec: RunSpec, untrained: set[str]) -> bool:

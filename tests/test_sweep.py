@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.sweep import SweepSpec, load_sweeps, run_sweep, sweep_status
+from benchmark.sweep import SweepSpec, load_sweeps, run_sweep, sweep_status, worker_threads
 
 TOML = """
 name = "t"
@@ -158,6 +158,11 @@ def test_teacher_trained_in_the_pool_gives_the_same_runs(tmp_path, sequential_te
     # the teacher's record too (tag teacher), in the sweep's records directory
     assert _metrics(tmp_path / "rec") == _metrics(seq_root / "rec")
     assert len(_metrics(tmp_path / "rec")) == 3
+    # each pool process took its share of the cores, not all of them (the sequential sweep ran
+    # with this process's threads)
+    threads = {json.loads(p.read_text())["hardware"]["torch_threads"]
+               for p in (tmp_path / "rec").glob("t-*.json")}
+    assert threads == {worker_threads(2)}
     again = run_sweep(spec, workers=2, records_dir=tmp_path / "rec", runs_dir=tmp_path / "runs",
                       label_root=tmp_path / "labels", progress=False)
     assert sorted(again.skipped) == sorted(seq.finished) and not again.finished
@@ -245,3 +250,8 @@ def test_pool_raises_a_failed_teacher_after_the_other_runs(tmp_path, monkeypatch
                                       types.SimpleNamespace(update=lambda n: None),
                                       lambda *a: None)
     assert ran == ["mlp"]  # the run that needs no teacher ran; no student started
+
+
+def test_worker_threads_share_the_cores():
+    assert [worker_threads(w, cpus=16) for w in (1, 2, 3, 4, 32)] == [16, 8, 5, 4, 1]
+    assert worker_threads(2, cpus=2) == 1 and worker_threads(1, cpus=1) == 1
