@@ -318,24 +318,19 @@ def run_sweep(sweep: SweepSpec, executor: str = "local", workers: int = 1,
         ready = resolve_teachers(sweep, create=False, records_dir=records_dir,
                                  runs_dir=runs_dir, label_root=label_root)
         untrained = {ds for ds in sweep.teachers if ds in sweep.datasets} - set(ready.teachers)
-        independent = [s for s in ready.expand() if not _waits_for(s, untrained)
-                       and not is_finished(records_dir, s.run_id())]
-        if not independent:
+        specs = [s for s in ready.expand() if not _waits_for(s, untrained)]
+        # nothing left to train beside them: the teachers train first, here, with every core
+        if untrained and all(is_finished(records_dir, s.run_id()) for s in specs):
             untrained = set()
     if untrained:
-        specs = [s for s in ready.expand() if not _waits_for(s, untrained)]
         n_waiting = len(sweep.grid()) - len(specs)
     else:
         sweep = resolve_teachers(sweep, records_dir=records_dir, runs_dir=runs_dir,
                                  label_root=label_root)
         specs, n_waiting = sweep.expand(), 0
-    todo = []
-    for spec in specs:
-        if is_finished(records_dir, spec.run_id()):
-            result.skipped.append(spec.run_id())
-        else:
-            spec.train.progress = progress and workers == 1 and executor == "local"
-            todo.append(spec)
+    todo = _unfinished(specs, records_dir, result)
+    for spec in todo:
+        spec.train.progress = progress and workers == 1 and executor == "local"
     bar = tqdm(total=len(todo) + n_waiting, desc=f"sweep {sweep.name}", disable=not progress)
 
     def done(run_id: str, outcome: str, err: str | None) -> None:
@@ -396,16 +391,28 @@ def _init_worker(threads: int, tune: bool) -> None:
     torch.set_num_threads(threads)
 
 
+def _unfinished(specs: list[RunSpec], records_dir: Path, result: SweepResult) -> list[RunSpec]:
+    """The runs of ``specs`` without a record in ``records_dir``; the others are listed as
+    skipped in ``result``."""
+    todo = []
+    for spec in specs:
+        if is_finished(records_dir, spec.run_id()):
+            result.skipped.append(spec.run_id())
+        else:
+            todo.append(spec)
+    return todo
+
+
 def _waits_for(spec: RunSpec, untrained: set[str]) -> bool:
     """Whether ``spec`` needs a teacher that ``untrained`` says is still to be trained."""
     return spec.dataset in untrained and _uses_teacher(spec.model)
 
 
-def _train_teachers(sweep: SweepSpec, records_dir: str, runs_dir: str,
-                    label_root: str | None) -> dict[str, str]:
+def _train_teachers(sweep: SweepSpec, records_dir: Path, runs_dir: Path,
+                    label_root: Path | None) -> dict[str, str]:
     """A pool task: the sweep's teachers resolved (trained and labelling where needed)."""
-    return resolve_teachers(sweep, records_dir=Path(records_dir), runs_dir=Path(runs_dir),
-                            label_root=None if label_root is None else Path(label_root)).teachers
+    return resolve_teachers(sweep, records_dir=records_dir, runs_dir=runs_dir,
+                            label_root=label_root).teachers
 
 
 def _pool_with_teachers(pool: ProcessPoolExecutor, workers: int, sweep: SweepSpec,
@@ -416,8 +423,7 @@ def _pool_with_teachers(pool: ProcessPoolExecutor, workers: int, sweep: SweepSpe
     (``todo``) take the others; once the teachers are ready their students go first. Never
     more than ``workers`` tasks at once. A teacher that fails to train is raised after the
     other runs have finished (its students are not started)."""
-    teacher = pool.submit(_train_teachers, sweep, str(records_dir), str(runs_dir),
-                          None if label_root is None else str(label_root))
+    teacher = pool.submit(_train_teachers, sweep, records_dir, runs_dir, label_root)
     independent, students = deque(todo), deque()
     running: dict = {}
     teacher_error: BaseException | None = None
@@ -438,15 +444,12 @@ def _pool_with_teachers(pool: ProcessPoolExecutor, workers: int, sweep: SweepSpe
                 except Exception as e:  # noqa: BLE001 - raised once the other runs are done
                     teacher_error = e
                     continue
-                for spec in resolved.expand():
-                    if not _waits_for(spec, untrained):
-                        continue
-                    if is_finished(records_dir, spec.run_id()):
-                        result.skipped.append(spec.run_id())
-                        bar.update(1)
-                    else:
-                        spec.train.progress = False
-                        students.append(spec)
+                taught = [s for s in resolved.expand() if _waits_for(s, untrained)]
+                to_run = _unfinished(taught, records_dir, result)
+                bar.update(len(taught) - len(to_run))
+                for spec in to_run:
+                    spec.train.progress = False
+                students.extend(to_run)
                 continue
             spec = running.pop(f)
             try:

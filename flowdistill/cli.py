@@ -150,7 +150,8 @@ def cmd_teacher_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_report(args: argparse.Namespace) -> int:
-    from .teacher.model_labels import default_label_root
+    from benchmark.paths import default_label_root
+
     from .teacher.report import write_report
 
     if args.evaluate:

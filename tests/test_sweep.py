@@ -168,6 +168,16 @@ def test_teacher_trained_in_the_pool_gives_the_same_runs(tmp_path, sequential_te
     assert sorted(again.skipped) == sorted(seq.finished) and not again.finished
 
 
+def _schedule_in_threads(spec, specs, tmp_path, result, done):
+    """``_pool_with_teachers`` for the synthetic dataset's teacher, two threads for processes."""
+    import benchmark.sweep as sweep_mod
+
+    with ThreadPoolExecutor(2) as pool:
+        sweep_mod._pool_with_teachers(pool, 2, spec, {"synthetic"}, specs, tmp_path / "rec",
+                                      tmp_path / "runs", None, result,
+                                      types.SimpleNamespace(update=lambda n: None), done)
+
+
 def test_pool_trains_the_teacher_beside_independent_runs(tmp_path, monkeypatch):
     """The scheduling alone (threads and stand-ins for training): the teacher takes one slot
     while runs that need no teacher take the others, never more than ``workers`` at once, the
@@ -211,11 +221,8 @@ def test_pool_trains_the_teacher_beside_independent_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "_run_one", fake_run)
     specs = [s for s in spec.expand() if s.model != "flowdistill"]
     result = sweep_mod.SweepResult()
-    with ThreadPoolExecutor(2) as pool:
-        sweep_mod._pool_with_teachers(pool, 2, spec, {"synthetic"}, specs, tmp_path / "rec",
-                                      tmp_path / "runs", None, result,
-                                      types.SimpleNamespace(update=lambda n: None),
-                                      lambda run_id, outcome, err: result.finished.append(run_id))
+    _schedule_in_threads(spec, specs, tmp_path, result,
+                         lambda run_id, outcome, err: result.finished.append(run_id))
     assert active[1] == 2
     assert events[:2] == ["teacher", ("mlp", 0, None)]
     students = [e for e in events if e != "teacher" and e[0] == "flowdistill"]
@@ -244,11 +251,8 @@ def test_pool_raises_a_failed_teacher_after_the_other_runs(tmp_path, monkeypatch
     monkeypatch.setattr(sweep_mod, "_train_teachers", failing_teachers)
     monkeypatch.setattr(sweep_mod, "_run_one", fake_run)
     specs = [s for s in spec.expand() if s.model == "mlp"]
-    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="teacher diverged"):
-        sweep_mod._pool_with_teachers(pool, 2, spec, {"synthetic"}, specs, tmp_path / "rec",
-                                      tmp_path / "runs", None, sweep_mod.SweepResult(),
-                                      types.SimpleNamespace(update=lambda n: None),
-                                      lambda *a: None)
+    with pytest.raises(ValueError, match="teacher diverged"):
+        _schedule_in_threads(spec, specs, tmp_path, sweep_mod.SweepResult(), lambda *a: None)
     assert ran == ["mlp"]  # the run that needs no teacher ran; no student started
 
 

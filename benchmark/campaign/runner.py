@@ -41,6 +41,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..locks import LOCK_DIR, lock_held
 from ..records import is_finished, now_iso
+from ..sweep import worker_threads
 from .messages import CUTOFF, DONE, EPOCH, PARKED, PARKING, READY
 from .plan import RUN, TEACHER, CampaignSpec, Job, Queue, build_queue, campaign_dirs, step_counts
 from .snapshot import (
@@ -222,7 +223,7 @@ class CampaignRunner:
         self.device, self.gpu = detect_device()
         cpus = os.cpu_count() or 1
         self.n_workers = cfg.workers or default_workers(self.device, cpus)
-        self.threads = cfg.threads or max(1, cpus // self.n_workers)
+        self.threads = cfg.threads or worker_threads(self.n_workers, cpus)
         self.snapshotter = None
         self.queue = build_queue(self.campaign, self.records_dir)  # bad input fails here
         old_handlers = self._install_signal_handlers()

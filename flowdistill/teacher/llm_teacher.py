@@ -174,8 +174,7 @@ def plan(arg: str, dataset: str, sweep, runs_dir: Path | None = None,
          label_root: Path | None = None) -> LLMTeacherPlan:
     """Read ``llm:<arg>`` for ``dataset`` of ``sweep`` (nothing is trained or loaded)."""
     from benchmark.experiment import default_runs_dir
-
-    from .model_labels import default_label_root
+    from benchmark.paths import default_label_root
 
     ref = parse_reference(arg, "llm")
     spec = TeacherSpec.load(ref.name)

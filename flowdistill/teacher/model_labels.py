@@ -27,19 +27,13 @@ from benchmark.experiment import (
     load_trained_model,
     run_experiment,
 )
-from benchmark.paths import default_label_root as paths_label_root
+from benchmark.paths import default_label_root
 from benchmark.records import is_finished
 
 from .label_store import SoftLabelStore, version_key
 from .reference import parse_reference, student_fraction
 
 LABEL_SPLITS = ("train_all", "val", "test")
-
-
-def default_label_root() -> Path:
-    """``FLOWDISTILL_LABELS``, else ``<workspace>/cache/labels`` (ignored by git):
-    :func:`benchmark.paths.default_label_root`."""
-    return paths_label_root()
 
 
 def label_from_model(spec: RunSpec, label_root: Path | None = None,
